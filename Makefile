@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both are idempotent.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODELS_STAMP := .cache/models/.fetched
+export PATH := $(abspath $(BIN)):$(PATH)
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup models demo test lint clean-demo
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(MODELS_STAMP): $(STAMP) pipeline/models_store.py
+	$(BIN)/python -m pipeline.models_store fetch
+	touch $(MODELS_STAMP)
+
+setup: $(STAMP) $(MODELS_STAMP)
+
+models: $(MODELS_STAMP)
+
+demo: setup
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf data manifests/*.parquet models metrics plots report

@@ -1,0 +1,94 @@
+"""Equilibrium forward pass with selectable training gradients.
+
+* ``phantom`` (default): solve without a graph, then unroll ``phantom_steps`` damped steps
+  z ← (1 − τ) z + τ f(z) from the detached equilibrium and backpropagate through those only.
+* ``jfb``: Jacobian-free backprop, one tracked step f(z*).
+* ``implicit``: one tracked step, with a backward hook that solves the adjoint fixed point
+  y = (∂f/∂z)ᵀ y + g by fixed-point iteration (implicit-function-theorem gradient).
+* ``unrolled``: plain backprop through every solver iteration, kept only as a memory contrast.
+
+All modes but ``unrolled`` keep training memory independent of the number of solver iterations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ldeq.solvers import SolverInfo, solve
+
+if TYPE_CHECKING:
+    from ldeq.model import LDEQ
+
+__all__ = ["equilibrium", "GRAD_MODES"]
+
+GRAD_MODES = ("phantom", "jfb", "implicit", "unrolled")
+
+
+def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int | None = None,
+                grad: str | None = None) -> tuple[torch.Tensor, SolverInfo]:
+    """Return the (post extra-step) equilibrium z and solver info; differentiable in training mode."""
+    cfg = model.cfg
+    cell = model.deq_layer.cell
+    iters = cfg.max_iters if max_iters is None else max_iters
+    grad = grad or cfg.grad
+    if grad not in GRAD_MODES:
+        raise ValueError(f"unknown gradient mode {grad!r}; choose from {GRAD_MODES}")
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return cell(z, x)
+
+    tracking = torch.is_grad_enabled() and model.training
+    if tracking and grad == "unrolled":
+        z, info = z0, SolverInfo()
+        for _ in range(iters + int(cfg.extra_step)):
+            z = f(z)
+            info.calls += 1
+        return z, info
+
+    x_solve = x.detach()
+    z_star, info = solve(lambda z: cell(z, x_solve), z0.detach(), cfg.solver, iters, cfg.tol, cfg.anderson_m,
+                         cfg.anderson_lam, cfg.anderson_mixing)
+    if not tracking:
+        if cfg.extra_step:
+            with torch.no_grad():
+                z_star = f(z_star)
+            info.calls += 1
+        return z_star, info
+
+    if grad == "phantom":
+        z = z_star
+        for _ in range(cfg.phantom_steps):
+            z = (1 - cfg.phantom_tau) * z + cfg.phantom_tau * f(z)
+        return z, info
+    if grad == "jfb":
+        return f(z_star), info
+    # implicit
+    z_req = z_star.clone().requires_grad_()
+    fz = f(z_req)
+    out = fz.detach().requires_grad_()  # the value f(z*); its gradient is rewritten by the hook below
+
+    def adjoint(g: torch.Tensor) -> torch.Tensor:
+        y = g
+        for _ in range(cfg.implicit_max_iters):
+            (jt_y,) = torch.autograd.grad(fz, z_req, y, retain_graph=True)
+            y_next = jt_y + g
+            if (y_next - y).norm() / (1e-8 + y_next.norm()) < cfg.tol:
+                y = y_next
+                break
+            y = y_next
+        return y
+
+    class _Implicit(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: torch.autograd.function.FunctionCtx, value: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return value.clone()
+
+        @staticmethod
+        def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            y = adjoint(g)
+            torch.autograd.backward(fz, y)  # sends (I − J)^-T g into the parameters via f(z*, x)
+            return torch.zeros_like(g)
+
+    return _Implicit.apply(out), info

@@ -1,0 +1,150 @@
+"""Training LDEQ on landmark crops: augmentation, loss, checkpointing and resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ldeq.config import LDEQConfig
+from ldeq.crop import normalize_image
+from ldeq.model import LDEQ
+from ldeq.wflw import FLIP_PERMUTATION
+
+__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation probabilities and ranges (HIH-style recipe, scaled to the crop size)."""
+
+    translate: float = 30 / 256  # fraction of the crop side
+    p_translate: float = 0.5
+    p_flip: float = 0.5
+    rotate_deg: float = 30.0
+    p_rotate: float = 0.5
+    blur_radius: float = 5.0
+    p_blur: float = 0.3
+    occlusion: float = 0.4  # max occluder side as a fraction of the crop
+    p_occlusion: float = 0.5
+
+
+def _augment(img: np.ndarray, pts: np.ndarray, aug: Augment, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    size = img.shape[0]
+    if rng.random() < aug.p_flip:
+        img = img[:, ::-1].copy()
+        pts = pts[FLIP_PERMUTATION].copy()
+        pts[:, 0] = size - 1 - pts[:, 0]
+    angle = rng.uniform(-aug.rotate_deg, aug.rotate_deg) if rng.random() < aug.p_rotate else 0.0
+    shift = rng.uniform(-aug.translate, aug.translate, 2) * size if rng.random() < aug.p_translate else np.zeros(2)
+    if angle or shift.any():
+        affine = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
+        affine[:, 2] += shift
+        img = cv2.warpAffine(img, affine, (size, size), borderMode=cv2.BORDER_CONSTANT)
+        pts = pts @ affine[:, :2].T + affine[:, 2]
+    if rng.random() < aug.p_blur:
+        sigma = rng.uniform(0, aug.blur_radius) * size / 256
+        if sigma > 0.1:
+            img = cv2.GaussianBlur(img, (0, 0), sigma)
+    if rng.random() < aug.p_occlusion:
+        w, h = (rng.uniform(0.05, aug.occlusion, 2) * size).astype(int)
+        x, y = rng.integers(0, size - w), rng.integers(0, size - h)
+        img = img.copy()
+        img[y : y + h, x : x + w] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return img, pts
+
+
+class LandmarkCrops(Dataset):
+    """Square crops (N, S, S, 3) uint8 with landmarks in crop pixels (N, L, 2); targets are normalised to [0, 1)."""
+
+    def __init__(self, images: np.ndarray, points: np.ndarray, augment: Augment | None = None, seed: int = 0) -> None:
+        if len(images) != len(points):
+            raise ValueError(f"{len(images)} images but {len(points)} landmark sets")
+        self.images, self.points, self.augment, self.seed = images, points.astype(np.float32), augment, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, pts = self.images[i], self.points[i]
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            img, pts = _augment(img, pts, self.augment, rng)
+        size = img.shape[0]
+        return torch.from_numpy(normalize_image(img)), torch.from_numpy((pts / size).astype(np.float32))
+
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance between predicted and target landmarks (crop-normalised units)."""
+    return (pred - target).norm(dim=-1).mean()
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train(model: LDEQ, data: LandmarkCrops, cfg: LDEQConfig, out_dir: str | Path, resume: bool = True,
+          max_steps: int | None = None) -> list[dict[str, float]]:
+    """Train ``model`` for ``cfg.epochs`` epochs, checkpointing after each; resume from ``out_dir`` if asked.
+
+    Writes ``checkpoint.pt`` (weights, optimiser, scheduler, epoch, history; loadable with ``weights_only=True``)
+    and ``config.json``. Returns the per-epoch history.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.to_json(out / "config.json")
+    torch.manual_seed(cfg.seed)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(optim, milestones=list(cfg.lr_milestones), gamma=0.1)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
+                        generator=generator, num_workers=0)
+    steps = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        data.epoch = epoch
+        model.train()
+        started, losses = time.monotonic(), []
+        for images, targets in loader:
+            out_ = model(images)
+            loss = landmark_loss(out_.landmarks, targets)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optim.step()
+            losses.append(float(loss))
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                break
+        sched.step()
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else math.nan,
+                  "lr": optim.param_groups[0]["lr"], "seconds": round(time.monotonic() - started, 2)}
+        history.append(record)
+        log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, record["loss"], record["seconds"])
+        _save(ckpt_path, {"model": model.state_dict(), "optimizer": optim.state_dict(),
+                          "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history})
+        if max_steps is not None and steps >= max_steps:
+            break
+    return history

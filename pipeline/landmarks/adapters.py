@@ -1,0 +1,141 @@
+"""Landmark models behind one adapter interface.
+
+Each adapter declares its native ``scheme``, its ``family`` (models of one family share errors, so they count as
+one vote), and its own crop convention. Mapping to WFLW-98 is scheme data (:mod:`pipeline.landmarks.schemes`), not
+adapter code. Adapters are built by name with :func:`create_landmark_model`; a model whose files are missing raises
+:class:`pipeline.models_store.ModelUnavailable` with a message saying how to get them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.models_store import model_path
+
+__all__ = ["LandmarkModel", "DlibERT68", "MediaPipeFaceMesh", "InsightFace2d106", "LANDMARK_MODELS",
+           "create_landmark_model"]
+
+
+class LandmarkModel(ABC):
+    """Predicts one face's landmarks from an RGB frame and a face box ``(x1, y1, x2, y2)``."""
+
+    name: str
+    family: str
+    scheme: str
+    version: str
+
+    @abstractmethod
+    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """Return native points ``(K, 2)`` in frame pixels and a confidence (None if the model has none)."""
+
+
+class DlibERT68(LandmarkModel):
+    """dlib's ensemble-of-regression-trees 68-point predictor (iBUG 300-W layout).
+
+    Crop convention: the dlib HOG detector's box, used as given.
+    """
+
+    name, family, scheme, version = "dlib_68", "dlib_ert", "ibug68", "dlib-20.0.1/shape_predictor_68"
+
+    def __init__(self) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(str(model_path("dlib_68")))
+
+    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        shape = self._predictor(np.ascontiguousarray(rgb), self._dlib.rectangle(x1, y1, x2, y2))
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float32), None
+
+
+class MediaPipeFaceMesh(LandmarkModel):
+    """MediaPipe face mesh v2 (468 points) run through LiteRT, without the mediapipe package.
+
+    Crop convention: a square of side ``1.5 × max(w, h)`` centred on the box, resized to 192×192, values in [0, 1].
+    """
+
+    name, family, scheme, version = "mediapipe_mesh_v2", "mediapipe_mesh", "mesh468", "mediapipe-0.10.21/face_landmark"
+    input_size = 192
+    scale = 1.5
+
+    def __init__(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interp = Interpreter(str(model_path("mediapipe_face_mesh_v2")), num_threads=1)
+        self._interp.allocate_tensors()
+        self._input = self._interp.get_input_details()[0]["index"]
+        outputs = self._interp.get_output_details()
+        self._points = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1404)
+        self._score = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1)
+
+    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        side = self.scale * max(x2 - x1, y2 - y1)
+        s = self.input_size / side
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        affine = np.array([[s, 0, self.input_size / 2 - s * cx], [0, s, self.input_size / 2 - s * cy]])
+        crop = cv2.warpAffine(rgb, affine, (self.input_size, self.input_size), flags=cv2.INTER_LINEAR)
+        self._interp.set_tensor(self._input, (crop.astype(np.float32) / 255.0)[None])
+        self._interp.invoke()
+        pts = self._interp.get_tensor(self._points).reshape(468, 3)[:, :2]
+        logit = float(self._interp.get_tensor(self._score).ravel()[0])
+        frame_pts = (pts - affine[:, 2]) / s
+        return frame_pts.astype(np.float32), float(1 / (1 + np.exp(-logit)))
+
+
+class InsightFace2d106(LandmarkModel):
+    """insightface's 2d106det (from a local model pack: ``$INSIGHTFACE_HOME/models/<pack>/2d106det.onnx``).
+
+    insightface ships no weights; real users unpack a model pack (e.g. ``buffalo_l``) that this adapter loads with
+    insightface's own ``Landmark`` wrapper. Without the pack it raises ``ModelUnavailable``.
+    Its 106-point layout has no map to WFLW-98 here yet, so it is listed but not used for consensus.
+    """
+
+    name, family, scheme, version = "insightface_2d106", "insightface", "insight106", "insightface-2.1/2d106det"
+
+    def __init__(self, pack: str = "buffalo_l") -> None:
+        import os
+
+        from pipeline.models_store import ModelUnavailable
+
+        root = Path(os.environ.get("INSIGHTFACE_HOME", Path.home() / ".insightface")) / "models" / pack
+        onnx = root / "2d106det.onnx"
+        if not onnx.is_file():
+            raise ModelUnavailable(
+                f"model 'insightface_2d106': {onnx} not found; unpack the insightface {pack!r} model pack there "
+                "(it is not on PyPI, and the pipeline never downloads it implicitly)"
+            )
+        from insightface.model_zoo import get_model
+
+        self._model = get_model(str(onnx), providers=["CPUExecutionProvider"])
+        self._model.prepare(ctx_id=-1)
+
+    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        class _Face(dict):
+            __getattr__ = dict.get
+
+        face = _Face(bbox=np.asarray(box, np.float32))
+        points = self._model.get(rgb[:, :, ::-1], face)
+        return np.asarray(points, np.float32)[:, :2], None
+
+
+LANDMARK_MODELS: dict[str, Callable[[], LandmarkModel]] = {
+    "dlib_68": DlibERT68,
+    "mediapipe_mesh_v2": MediaPipeFaceMesh,
+    "insightface_2d106": InsightFace2d106,
+}
+
+
+def create_landmark_model(name: str) -> LandmarkModel:
+    """Build the adapter registered under ``name``."""
+    try:
+        factory = LANDMARK_MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown landmark model {name!r}; known: {sorted(LANDMARK_MODELS)}") from None
+    return factory()

@@ -1,0 +1,105 @@
+"""Atomic Parquet manifests: write rows under a named schema, read them back checked."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.schemas import SCHEMA_VERSION, schema
+
+__all__ = ["atomic_path", "write_rows", "write_table", "read_table", "points_array", "rows_by_video"]
+
+
+class atomic_path:  # noqa: N801 - used as a context manager like open()
+    """Context manager yielding a temporary sibling path that replaces ``path`` only on success."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _column(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_rows(rows: Iterable[Mapping[str, Any]], name: str, path: str | os.PathLike[str]) -> pa.Table:
+    """Write ``rows`` (dicts keyed by column) as manifest ``name`` to ``path``, atomically.
+
+    Missing nullable columns become nulls; unknown keys raise ``ValueError``.
+    """
+    sch = schema(name)
+    rows = list(rows)
+    unknown = {k for r in rows for k in r} - set(sch.names)
+    if unknown:
+        raise ValueError(f"{name}: unknown columns {sorted(unknown)}")
+    columns = {f.name: [_column(r.get(f.name)) for r in rows] for f in sch}
+    table = pa.Table.from_pydict(columns, schema=sch)
+    write_table(table, path)
+    return table
+
+
+def write_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write a table atomically (temporary sibling, then rename)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_table(path: str | os.PathLike[str], name: str) -> pa.Table:
+    """Read manifest ``name`` from ``path``; raise ``ValueError`` naming the file if it is not that manifest."""
+    table = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if meta.get("manifest") != name:
+        raise ValueError(f"{path}: expected a {name!r} manifest, found {meta.get('manifest')!r}")
+    if meta.get("schema_version", "").split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise ValueError(f"{path}: schema version {meta.get('schema_version')} is not compatible with {SCHEMA_VERSION}")
+    missing = set(schema(name).names) - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    return table
+
+
+def points_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Turn a column of equal-length point lists into a float32 array of shape ``(rows, points, 2)``."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, 0, 2), np.float32)
+    flat = arr.flatten().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return flat.reshape(len(arr), -1, 2)
+
+
+def rows_by_video(table: pa.Table) -> dict[str, pa.Table]:
+    """Split a per-frame table into ``{video_id: rows sorted by frame}``."""
+    out: dict[str, pa.Table] = {}
+    ids = table.column("video_id").to_pylist()
+    for vid in dict.fromkeys(ids):
+        mask = pc.equal(table.column("video_id"), vid)
+        sub = table.filter(mask)
+        if "frame" in sub.column_names:
+            sub = sub.sort_by("frame")
+        out[vid] = sub
+    return out

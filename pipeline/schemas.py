@@ -1,0 +1,157 @@
+"""Every manifest's pyarrow schema, in one place.
+
+Conventions shared by all manifests (also stored in each file's schema metadata):
+
+* ``frame`` is the 0-based index of a *decoded* frame of the trimmed clip; clip frame ``k`` is source frame
+  ``start_frame + k``. ``start_frame``/``end_frame`` are 0-based, inclusive, decoded-frame indices of the source
+  video, as in the official WFLW-V list.
+* Coordinates are pixels of the clip frame, x to the right, y down, pixel centres at integer coordinates.
+* Boxes are ``x1, y1, x2, y2`` in those pixels.
+* Landmark arrays are lists of ``[x, y]`` pairs; the scheme (point layout) is named in a column or in metadata.
+* ``status`` is ``"ok"`` or one of :data:`STATUSES`; failures carry a human-readable ``error``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = [
+    "SCHEMA_VERSION", "STATUSES", "SCHEMAS", "schema", "POINT", "POINTS",
+]
+
+SCHEMA_VERSION = "1.0"
+
+#: Status classes a per-video row may carry. ``skipped`` means an upstream stage failed for that video.
+STATUSES = (
+    "ok", "unavailable", "private", "geo", "forbidden", "rate_limited", "needs_auth", "network_error",
+    "download_error", "decode_error", "bad_window", "no_face", "model_error", "skipped", "error",
+)
+
+POINT = pa.list_(pa.float32(), 2)
+POINTS = pa.list_(POINT)
+BOX = [pa.field(n, pa.float32()) for n in ("x1", "y1", "x2", "y2")]
+
+_CONVENTIONS = {
+    "frame_index": "0-based decoded-frame index within the clip; clip frame k = source frame start_frame + k",
+    "source_window": "start_frame, end_frame: 0-based inclusive decoded-frame indices of the source video",
+    "coordinates": "clip-frame pixels, x right, y down, pixel centres at integers",
+    "box": "x1, y1, x2, y2 in clip-frame pixels",
+}
+
+
+def _schema(name: str, fields: list[pa.Field], **extra: str) -> pa.Schema:
+    meta = {"manifest": name, "schema_version": SCHEMA_VERSION, **_CONVENTIONS, **extra}
+    return pa.schema(fields, metadata={k: str(v) for k, v in meta.items()})
+
+
+def _status_fields() -> list[pa.Field]:
+    return [pa.field("status", pa.string(), nullable=False), pa.field("error", pa.string())]
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "sources": _schema("sources", [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("start_frame", pa.int64(), nullable=False),
+        pa.field("end_frame", pa.int64(), nullable=False),
+        pa.field("official_subset", pa.string()),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("source_line", pa.int32(), nullable=False),
+    ]),
+    "downloads": _schema("downloads", [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        *_status_fields(),
+        pa.field("path", pa.string()),
+        pa.field("bytes", pa.int64()),
+        pa.field("sha256", pa.string()),
+        pa.field("extractor", pa.string()),
+        pa.field("format_id", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("fps", pa.float64()),
+        pa.field("vcodec", pa.string()),
+        pa.field("ytdlp_version", pa.string()),
+        pa.field("seconds", pa.float64()),
+    ]),
+    "clips": _schema("clips", [
+        pa.field("video_id", pa.string(), nullable=False),
+        *_status_fields(),
+        pa.field("path", pa.string()),
+        pa.field("start_frame", pa.int64()),
+        pa.field("end_frame", pa.int64()),
+        pa.field("n_frames", pa.int32()),
+        pa.field("fps", pa.float64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("source_time_base", pa.string()),
+        pa.field("source_pts", pa.list_(pa.int64())),
+        pa.field("seconds", pa.float64()),
+    ]),
+    "faces": _schema("faces", [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("track_id", pa.int32(), nullable=False),
+        pa.field("detector", pa.string(), nullable=False),
+        pa.field("n_detections", pa.int16(), nullable=False),
+        pa.field("det_score", pa.float32()),
+        pa.field("interpolated", pa.bool_(), nullable=False),
+        pa.field("raw_box", pa.list_(pa.float32(), 4)),
+        *BOX,
+    ], box_smoothing="x1..y2 are the smoothed main-track box; raw_box is the detection (null when interpolated)"),
+    "landmarks": _schema("landmarks", [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("scheme", pa.string(), nullable=False),
+        pa.field("points", POINTS, nullable=False),
+        pa.field("confidence", pa.float32()),
+        pa.field("wflw98", POINTS, nullable=False),
+        pa.field("mask", pa.list_(pa.bool_()), nullable=False),
+    ], common_scheme="wflw98", mask="mask[i] is True where the model's native points define WFLW-98 point i"),
+    "scores": _schema("scores", [
+        pa.field("video_id", pa.string(), nullable=False),
+        *_status_fields(),
+        pa.field("uncertainty", pa.float64()),
+        pa.field("n_frames", pa.int32()),
+        pa.field("n_models", pa.int16()),
+        pa.field("rank", pa.int32()),
+        pa.field("subset", pa.string()),
+    ], uncertainty="mean over frames of cross-model disagreement / inter-ocular distance (WFLW 60-72)",
+        rank="1 = most uncertain"),
+    "annotations": _schema("annotations", [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("subset", pa.string(), nullable=False),
+        *BOX,
+        pa.field("landmarks", POINTS, nullable=False),
+        pa.field("n_models", pa.int16(), nullable=False),
+        pa.field("disagreement", pa.float32()),
+    ], landmark_scheme="wflw98"),
+    "video_status": _schema("video_status", [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        *_status_fields(),
+        pa.field("n_frames", pa.int32()),
+        pa.field("seconds", pa.float64()),
+    ]),
+    "demo_truth": _schema("demo_truth", [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("media", pa.string(), nullable=False),
+        pa.field("difficulty", pa.int8(), nullable=False),
+        pa.field("has_truth", pa.bool_(), nullable=False),
+        *BOX,
+        pa.field("landmarks", POINTS),
+    ], landmark_scheme="wflw98",
+        reference="landmarks measured on the clean still by the pseudo-label ensemble, carried through the known warp"),
+}
+
+
+def schema(name: str) -> pa.Schema:
+    """Return the schema of manifest ``name``; raise ``KeyError`` naming the known manifests otherwise."""
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise KeyError(f"unknown manifest {name!r}; known: {sorted(SCHEMAS)}") from None
