@@ -19,7 +19,7 @@ from ldeq.crop import normalize_image
 from ldeq.model import LDEQ
 from ldeq.wflw import FLIP_PERMUTATION
 
-__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "train"]
+__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "train", "load_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,13 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 
 
 def train(model: LDEQ, data: LandmarkCrops, cfg: LDEQConfig, out_dir: str | Path, resume: bool = True,
-          max_steps: int | None = None) -> list[dict[str, float]]:
+          max_steps: int | None = None, fingerprint: str = "") -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.epochs`` epochs, checkpointing after each; resume from ``out_dir`` if asked.
 
-    Writes ``checkpoint.pt`` (weights, optimiser, scheduler, epoch, history; loadable with ``weights_only=True``)
-    and ``config.json``. Returns the per-epoch history.
+    Writes ``checkpoint.pt`` (weights, optimiser, scheduler, epoch, history, fingerprint; loadable with
+    ``weights_only=True``) and ``config.json``. A checkpoint is resumed only when its ``fingerprint`` (a digest of
+    the config and the training data, chosen by the caller) matches, so a changed run never continues a stale one.
+    Returns the per-epoch history.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,8 +114,11 @@ def train(model: LDEQ, data: LandmarkCrops, cfg: LDEQConfig, out_dir: str | Path
     history: list[dict[str, float]] = []
     start_epoch = 0
     ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True) if resume and ckpt_path.is_file() else None
+    if state is not None and state.get("fingerprint") != fingerprint:
+        log.info("ignoring %s: it was trained with another config or data", ckpt_path)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -134,7 +139,7 @@ def train(model: LDEQ, data: LandmarkCrops, cfg: LDEQConfig, out_dir: str | Path
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optim.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             steps += 1
             if max_steps is not None and steps >= max_steps:
                 break
@@ -144,7 +149,17 @@ def train(model: LDEQ, data: LandmarkCrops, cfg: LDEQConfig, out_dir: str | Path
         history.append(record)
         log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, record["loss"], record["seconds"])
         _save(ckpt_path, {"model": model.state_dict(), "optimizer": optim.state_dict(),
-                          "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history})
+                          "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
+                          "fingerprint": fingerprint})
         if max_steps is not None and steps >= max_steps:
             break
     return history
+
+
+def load_checkpoint(out_dir: str | Path) -> LDEQ:
+    """Rebuild a trained model from ``config.json`` and ``checkpoint.pt`` (``weights_only=True``), in eval mode."""
+    out = Path(out_dir)
+    model = LDEQ(LDEQConfig.from_json(out / "config.json"))
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.eval()

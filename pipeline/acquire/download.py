@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 _ERROR_CLASSES: tuple[tuple[str, str], ...] = (
     (r"sign in to confirm|cookies|login required|members-only", "needs_auth"),
     (r"private video|is private", "private"),
-    (r"not available in your country|geo.?restrict", "geo"),
+    (r"available in your country|geo.?restrict", "geo"),
     (r"http error 429|too many requests", "rate_limited"),
     (r"http error 403|forbidden", "forbidden"),
     (r"video unavailable|has been removed|http error 404|not found|no such file|does not exist|unsupported url",

@@ -41,10 +41,10 @@ def trim_clip(video_id: str, source_path: str | Path, start: int, end: int, out_
                 raise ValueError(f"source has {available} decoded frames; window {start}..{end} needs {end + 1}")
         row.update(status="ok", error=None, path=str(target), n_frames=len(pts), fps=info.fps, width=info.width,
                    height=info.height, source_time_base=info.time_base, source_pts=pts)
+    except (av.error.FFmpegError, OSError, IndexError) as err:  # before ValueError: some FFmpeg errors subclass it
+        row.update(status="decode_error", error=f"{source_path}: {type(err).__name__}: {err}")
     except ValueError as err:
         row.update(status="bad_window", error=f"{source_path}: {err}")
-    except (av.error.FFmpegError, OSError, IndexError) as err:
-        row.update(status="decode_error", error=f"{source_path}: {type(err).__name__}: {err}")
     if row["status"] != "ok":
         log.warning("%s: trim failed: %s", video_id, row["error"])
     row["seconds"] = round(time.monotonic() - started, 3)

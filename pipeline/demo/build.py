@@ -151,6 +151,7 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
 
     Returns a summary (counts per media and level).
     """
+    out_dir, root = out_dir.resolve(), root.resolve()
     rng = np.random.default_rng(params.seed)
     stills = {s.name: s for s in load_stills()}
     references = {name: reference_landmarks(s) for name, s in stills.items()}

@@ -1,0 +1,157 @@
+"""The real chain, end to end: `dvc repro` on the tiny demo profile in a fresh copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.models_store import cache_dir
+from pipeline.schemas import SCHEMAS
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["demo", "sources", "download", "trim", "faces", "label", "score", "annotate", "train", "evaluate"]
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    work = tmp_path_factory.mktemp("chain") / "project"
+    work.mkdir()
+    for item in ("pipeline", "stages", "ldeq", "profiles", "manifests/sources", "dvc.yaml", "params.yaml"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["WFLWV_MODEL_CACHE"] = str(cache_dir())
+    env["PYTHONPATH"] = str(work)
+    run(["git", "init", "-q"], work, env)
+    run(["dvc", "init", "-q"], work, env)
+    run(["dvc", "config", "core.analytics", "false"], work, env)
+    run([sys.executable, "-m", "pipeline.params", "apply", "profiles/tiny.yaml"], work, env)
+    log = run(["dvc", "repro"], work, env)
+    return work, env, log
+
+
+def manifest(work: Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(work / "manifests" / f"{name}.parquet")
+
+
+@pytest.mark.chain
+def test_every_stage_ran_and_manifests_open(project):
+    work, _, log = project
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in log
+    for name, schema_name in [("sources", "sources"), ("downloads", "downloads"), ("clips", "clips"),
+                              ("faces", "faces"), ("landmarks", "landmarks"), ("scores", "scores"),
+                              ("annotations", "annotations"), ("faces_status", "video_status")]:
+        df = manifest(work, name)
+        assert list(df.columns) == SCHEMAS[schema_name].names, name
+        assert len(df) > 0, name
+        rows = duckdb.sql(f"select count(*) from '{work / 'manifests' / (name + '.parquet')}'").fetchall()[0][0]
+        assert rows == len(df)
+
+
+@pytest.mark.chain
+def test_bad_videos_become_status_rows_and_the_run_goes_on(project):
+    work, _, _ = project
+    downloads = manifest(work, "downloads").set_index("video_id")
+    assert downloads.loc["demo_missing_file", "status"] == "unavailable"
+    assert "no_such_video.mp4" in downloads.loc["demo_missing_file", "error"]
+    clips = manifest(work, "clips").set_index("video_id")
+    assert clips.loc["demo_window_past_end", "status"] == "bad_window"
+    assert clips.loc["demo_missing_file", "status"] == "skipped"
+    assert (clips.drop(["demo_window_past_end", "demo_missing_file"])["status"] == "ok").all()
+    scores = manifest(work, "scores")
+    assert set(scores.loc[scores.status == "ok", "subset"]) == {"easy", "hard"}
+    assert (scores.subset == "hard").sum() == 2
+
+
+@pytest.mark.chain
+def test_clips_are_the_exact_windows(project):
+    work, _, _ = project
+    clips = manifest(work, "clips")
+    ok = clips[clips.status == "ok"]
+    assert (ok.n_frames == ok.end_frame - ok.start_frame + 1).all()
+    assert (ok.start_frame == 5).all() and (ok.n_frames == 16).all()
+
+
+@pytest.mark.chain
+def test_annotations_and_official_export(project):
+    work, _, _ = project
+    ann = manifest(work, "annotations")
+    assert ann.landmarks.map(len).eq(98).all()
+    first = ann.iloc[0]
+    export = work / "data" / "wflw_v"
+    boxes = np.load(export / "bboxes" / f"{first.video_id}.npy")
+    marks = np.load(export / "landmarks" / f"{first.video_id}.npy")
+    assert boxes.shape == (16, 4) and marks.shape == (16, 98, 2)
+    assert np.allclose(marks[first.frame], np.stack(first.landmarks))
+    assert (export / "videos" / f"{first.video_id}.mp4").is_file()
+
+
+@pytest.mark.chain
+def test_pseudo_labels_follow_the_known_warp(project):
+    """On still-based demo clips the consensus labels sit near the ground truth carried through the warp."""
+    work, _, _ = project
+    truth = pd.read_parquet(work / "data" / "demo" / "truth.parquet")
+    ann = manifest(work, "annotations").merge(truth[truth.has_truth], on=["video_id", "frame"], suffixes=("", "_gt"))
+    assert len(ann) > 0
+    pred = np.stack([np.stack(p) for p in ann.landmarks])
+    gt = np.stack([np.stack(p) for p in ann.landmarks_gt])
+    iod = np.linalg.norm(gt[:, 60] - gt[:, 72], axis=-1)
+    per_frame = np.linalg.norm(pred - gt, axis=-1).mean(-1) / iod
+    assert np.median(per_frame) < 0.15
+
+
+@pytest.mark.chain
+def test_metrics_and_plots(project):
+    work, _, _ = project
+    metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
+    for subset in ("easy", "hard"):
+        assert set(metrics["subsets"][subset]) == {"none", "ema", "one_euro", "rwr"}
+    assert metrics["rwr_cost"]["calls_per_frame"]["rwr"] < metrics["rwr_cost"]["calls_per_frame"]["scratch"]
+    assert (work / "plots" / "ced.csv").read_text().startswith("nme,scratch,rwr")
+    assert json.loads((work / "metrics" / "train.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.chain
+def test_second_repro_changes_nothing(project):
+    work, env, _ = project
+    started = time.monotonic()
+    log = run(["dvc", "repro"], work, env)
+    assert "Running stage" not in log
+    assert time.monotonic() - started < 60
+    assert "up to date" in run(["dvc", "status"], work, env)
+
+
+@pytest.mark.chain
+def test_params_change_reruns_only_downstream(project):
+    work, env, _ = project
+    params = (work / "params.yaml").read_text().replace("n_hard: 2", "n_hard: 1")
+    (work / "params.yaml").write_text(params)
+    status = run(["dvc", "status"], work, env)
+    assert "score:" in status and "faces:" not in status and "download:" not in status
+
+
+@pytest.mark.chain
+def test_dag_and_stage_help(project):
+    work, env, _ = project
+    dag = run(["dvc", "dag", "--md"], work, env)
+    assert "demo" in dag and "evaluate" in dag
+    for stage in STAGES:
+        assert "usage:" in run([sys.executable, "-m", f"stages.{stage}", "--help"], work, env)

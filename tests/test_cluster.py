@@ -1,0 +1,45 @@
+import os
+
+from pipeline.cluster import dask_client, map_videos, worker_cached
+from pipeline.params import ClusterParams
+
+CLUSTER = ClusterParams(n_workers=2, threads_per_worker=1, memory_limit="1GiB")
+
+
+def square_or_fail(item: int) -> dict:
+    if item == 3:
+        raise RuntimeError("video 3 is broken")
+    return {"video_id": item, "value": item * item, "pid": os.getpid()}
+
+
+def cached_pid(item: int) -> dict:
+    built = worker_cached("pid-object", lambda: object())
+    return {"video_id": item, "pid": os.getpid(), "obj": id(built)}
+
+
+def test_map_videos_keeps_order_and_turns_failures_into_rows():
+    rows = map_videos(square_or_fail, list(range(6)), CLUSTER,
+                      on_error=lambda item, err: {"video_id": item, "status": "error", "error": str(err)})
+    assert [r["video_id"] for r in rows] == list(range(6))
+    assert rows[3] == {"video_id": 3, "status": "error", "error": "video 3 is broken"}
+    assert [r["value"] for r in rows if "value" in r] == [0, 1, 4, 16, 25]
+    assert all(r["pid"] != os.getpid() for r in rows if "pid" in r)  # ran in real worker processes
+
+
+def test_worker_cache_builds_once_per_worker():
+    rows = map_videos(cached_pid, list(range(12)), CLUSTER, on_error=lambda i, e: {})
+    per_worker = {}
+    for r in rows:
+        per_worker.setdefault(r["pid"], set()).add(r["obj"])
+    assert all(len(objs) == 1 for objs in per_worker.values())
+
+
+def test_existing_scheduler_address_is_used():
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        params = ClusterParams(scheduler=cluster.scheduler_address)
+        with dask_client(params) as client:
+            assert client.scheduler.address == cluster.scheduler_address
+        rows = map_videos(square_or_fail, [2, 4], params, on_error=lambda i, e: {})
+        assert [r["value"] for r in rows] == [4, 16]

@@ -1,0 +1,60 @@
+import numpy as np
+import torch
+
+from ldeq.config import get_config
+from ldeq.infer import predict_video
+from ldeq.model import LDEQ
+from ldeq.train import Augment, LandmarkCrops, _augment, load_checkpoint, train
+from ldeq.wflw import FLIP_PERMUTATION
+
+
+def toy_data(n: int = 16, size: int = 64):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    points = rng.uniform(10, size - 10, (n, 98, 2)).astype(np.float32)
+    return images, points
+
+
+def test_flip_augmentation_mirrors_points_and_permutes():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[10, 5] = 255
+    pts = np.zeros((98, 2), np.float32)
+    pts[60] = [5, 10]
+    always_flip = Augment(p_flip=1.0, p_translate=0, p_rotate=0, p_blur=0, p_occlusion=0)
+    out_img, out_pts = _augment(img, pts, always_flip, np.random.default_rng(0))
+    assert out_img[10, 58].max() == 255
+    assert np.allclose(out_pts[FLIP_PERMUTATION[60]], [58, 10])
+
+
+def test_training_reduces_loss_and_resumes(tmp_path):
+    images, points = toy_data()
+    cfg = get_config("tiny", epochs=3, batch_size=8, lr=3e-3)
+    data = LandmarkCrops(images, points, augment=None)
+    torch.manual_seed(0)
+    history = train(LDEQ(cfg), data, cfg, tmp_path, fingerprint="a")
+    assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
+    longer = cfg.replace(epochs=4)
+    resumed = train(LDEQ(longer), data, longer, tmp_path, fingerprint="a")
+    assert len(resumed) == 4 and resumed[:3] == history  # continued, not restarted
+    fresh = train(LDEQ(longer), data, longer, tmp_path, fingerprint="other data")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert len(fresh) == 4 and state["fingerprint"] == "other data" and state["epoch"] == 4
+    assert fresh[:3] != history  # a stale checkpoint is not continued
+    model = load_checkpoint(tmp_path)
+    assert not model.training and model.cfg == longer
+
+
+def test_rwr_costs_fewer_calls_and_frame0_gets_a_full_solve():
+    cfg = get_config("tiny", max_iters=5, tol=0.0)
+    model = LDEQ(cfg).eval()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (80, 80, 3), dtype=np.uint8) for _ in range(4)]
+    boxes = np.tile([10, 10, 70, 70], (4, 1)).astype(np.float32)
+    scratch = predict_video(model, frames, boxes)
+    rwr = predict_video(model, frames, boxes, rwr=True, rwr_iters=1)
+    assert scratch.calls.tolist() == [6, 6, 6, 6]
+    assert rwr.calls.tolist() == [6, 2, 2, 2]
+    assert np.allclose(rwr.points[0], scratch.points[0])
+    official = predict_video(model, frames, boxes, rwr=True, rwr_iters=1, frame0_full_solve=False)
+    assert official.calls[0] == 2
+    assert scratch.points.shape == (4, 98, 2)
