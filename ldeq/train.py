@@ -96,7 +96,14 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def train(model: LDEQ, data: LandmarkCrops, cfg: LDEQConfig, out_dir: str | Path, resume: bool = True,
+def _set_epoch(data: Dataset, epoch: int) -> None:
+    """Tell every (nested) dataset the epoch, so augmentation draws differ between epochs but are reproducible."""
+    for part in getattr(data, "datasets", [data]):
+        if hasattr(part, "epoch"):
+            part.epoch = epoch
+
+
+def train(model: LDEQ, data: Dataset, cfg: LDEQConfig, out_dir: str | Path, resume: bool = True,
           max_steps: int | None = None, fingerprint: str = "") -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.epochs`` epochs, checkpointing after each; resume from ``out_dir`` if asked.
 
@@ -129,7 +136,7 @@ def train(model: LDEQ, data: LandmarkCrops, cfg: LDEQConfig, out_dir: str | Path
                         generator=generator, num_workers=0)
     steps = 0
     for epoch in range(start_epoch, cfg.epochs):
-        data.epoch = epoch
+        _set_epoch(data, epoch)
         model.train()
         started, losses = time.monotonic(), []
         for images, targets in loader:

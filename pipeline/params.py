@@ -79,7 +79,8 @@ class FacesParams:
     detect_max_side: int = 640
     min_score: float = 0.0
     iou_threshold: float = 0.3
-    max_gap: int = 15
+    max_gap: int = 30
+    max_shift: float = 0.6  # stitching: largest centre jump (in box sides) across a broken track
     min_track_frames: int = 10
     smooth_window: int = 7
 
@@ -106,6 +107,8 @@ class TrainParams:
     overrides: dict[str, Any] = field(default_factory=dict)
     frame_stride: int = 3
     seed: int = 0
+    wflw_annotations: str | None = None  # official list_98pt_rect_attr_train.txt: WFLW stills as a first source
+    wflw_images: str | None = None  # the WFLW_images/ folder those paths are relative to
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from ldeq.config import get_config
 from ldeq.data import video_crops
 from ldeq.model import LDEQ
 from ldeq.train import Augment, LandmarkCrops, train
+from ldeq.wflw_data import WFLWImages
 from pipeline.cli import setup_logging, stage_parser
 from pipeline.cluster import map_videos
 from pipeline.manifest import atomic_path, points_array, read_table, rows_by_video
@@ -66,20 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = hashlib.sha256(
         json.dumps([cfg.__dict__, sorted(s["video_id"] for s in shards), images.shape], default=str).encode()
     ).hexdigest()
+    data: torch.utils.data.Dataset = LandmarkCrops(images, points, Augment(), seed=cfg.seed)
+    if p.wflw_annotations:
+        wflw = WFLWImages(p.wflw_annotations, p.wflw_images or ".", cfg.input_size, Augment(), seed=cfg.seed)
+        log.info("adding %d WFLW training images from %s", len(wflw), p.wflw_annotations)
+        data = torch.utils.data.ConcatDataset([wflw, data])
+        fingerprint = hashlib.sha256((fingerprint + str(Path(p.wflw_annotations).resolve())).encode()).hexdigest()
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = LDEQ(cfg)
-    log.info("training LDEQ (%s, %.2f M params) on %d crops from %d videos", p.profile,
-             sum(t.numel() for t in model.parameters()) / 1e6, len(images), len(loaded))
-    history = train(model, LandmarkCrops(images, points, Augment(), seed=cfg.seed), cfg, args.out,
-                    fingerprint=fingerprint)
+    log.info("training LDEQ (%s, %.2f M params) on %d crops (%d from %d videos)", p.profile,
+             sum(t.numel() for t in model.parameters()) / 1e6, len(data), len(images), len(loaded))
+    history = train(model, data, cfg, args.out, fingerprint=fingerprint)
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.plot) as tmp:
         tmp.write_text("epoch,loss\n" + "".join(f"{h['epoch']},{h['loss']:.6f}\n" for h in history))
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.metrics) as tmp:
         tmp.write_text(json.dumps({"final_loss": history[-1]["loss"], "epochs": len(history),
-                                   "train_images": int(len(images)), "train_videos": len(loaded),
+                                   "train_images": len(data), "train_videos": len(loaded),
                                    "parameters": int(sum(t.numel() for t in model.parameters()))}, indent=1))
     return 0
 

@@ -19,7 +19,7 @@ from pipeline.models_store import cache_dir
 from pipeline.schemas import SCHEMAS
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["demo", "sources", "download", "trim", "faces", "label", "score", "annotate", "train", "evaluate"]
+STAGES = ["demo", "sources", "download", "trim", "faces", "label", "score", "annotate", "train", "evaluate", "report"]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -127,6 +127,9 @@ def test_metrics_and_plots(project):
     assert metrics["rwr_cost"]["calls_per_frame"]["rwr"] < metrics["rwr_cost"]["calls_per_frame"]["scratch"]
     assert (work / "plots" / "ced.csv").read_text().startswith("nme,scratch,rwr")
     assert json.loads((work / "metrics" / "train.json").read_text())["epochs"] == 1
+    summary = json.loads((work / "report" / "summary.json").read_text())
+    assert {r["subset"] for r in summary["subsets"]} == {"easy", "hard"}
+    assert "<h1>WFLW-V pipeline report</h1>" in (work / "report" / "index.html").read_text()
 
 
 @pytest.mark.chain

@@ -60,3 +60,14 @@ def test_smoothing_removes_a_single_frame_spike():
     track = main_track(link_tracks(track_frames, iou_threshold=0.1))
     boxes, _ = fill_and_smooth(track, 9, window=5)
     assert np.allclose(boxes[4], [100, 100, 200, 200])
+
+
+def test_stitching_joins_a_track_broken_by_a_fast_move():
+    from pipeline.faces.tracker import stitch_tracks
+
+    frames = [dets([0, 0, 40, 40]), dets([2, 0, 42, 40]), dets(), dets([20, 0, 60, 40]), dets([22, 0, 62, 40]),
+              dets([300, 300, 340, 340])]
+    tracklets = link_tracks(frames, iou_threshold=0.5, max_gap=3)
+    assert len(tracklets) == 3  # the jump at frame 3 has IoU < 0.5
+    stitched = stitch_tracks(tracklets, max_gap=3, max_shift=0.6)
+    assert [t.frames for t in stitched] == [[0, 1, 3, 4], [5]]

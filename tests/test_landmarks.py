@@ -94,3 +94,21 @@ def test_unavailable_model_is_reported_not_fatal(tmp_path, monkeypatch):
     assert "unknown landmark model" in missing["no_such_model"]
     with pytest.raises(ModelUnavailable):
         create_landmark_model("insightface_2d106")
+
+
+@pytest.mark.parametrize("name", ["dlib_68", "mediapipe_mesh_v2"])
+def test_roll_correction_recovers_a_tilted_face(astronaut, name):
+    import cv2
+
+    model = create_landmark_model(name)
+    upright, _ = model.predict(astronaut, ASTRONAUT_BOX)
+    centre = ((ASTRONAUT_BOX[0] + ASTRONAUT_BOX[2]) / 2, (ASTRONAUT_BOX[1] + ASTRONAUT_BOX[3]) / 2)
+    tilt = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), 25, 1.0)
+    tilted = cv2.warpAffine(astronaut, tilt, (512, 512), borderMode=cv2.BORDER_REPLICATE)
+    expected = upright @ tilt[:, :2].T + tilt[:, 2]
+    got, _ = model.predict(tilted, ASTRONAUT_BOX)
+    single_pass, _ = model._predict(tilted, ASTRONAUT_BOX)
+    iod = np.linalg.norm(expected[list(model.eyes[0])].mean(0) - expected[list(model.eyes[1])].mean(0))
+    corrected = np.linalg.norm(got - expected, axis=1).mean() / iod
+    assert corrected < 0.06
+    assert corrected <= np.linalg.norm(single_pass - expected, axis=1).mean() / iod

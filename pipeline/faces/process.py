@@ -10,7 +10,7 @@ import av
 
 from pipeline.cluster import worker_cached
 from pipeline.faces.detectors import create_detector
-from pipeline.faces.tracker import fill_and_smooth, link_tracks, main_track
+from pipeline.faces.tracker import fill_and_smooth, link_tracks, main_track, stitch_tracks
 from pipeline.params import FacesParams
 from pipeline.video import iter_frames
 
@@ -29,7 +29,8 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams) -
         )
         per_frame = [detector.detect(frame.rgb) for frame in iter_frames(clip_path)]
         n_frames = len(per_frame)
-        track = main_track(link_tracks(per_frame, params.iou_threshold, params.max_gap), params.min_track_frames)
+        tracklets = link_tracks(per_frame, params.iou_threshold, params.max_gap)
+        track = main_track(stitch_tracks(tracklets, params.max_gap, params.max_shift), params.min_track_frames)
         if track is None:
             found = sum(len(d) > 0 for d in per_frame)
             status.update(status="no_face", n_frames=n_frames,

@@ -13,7 +13,7 @@ from scipy.ndimage import median_filter
 
 from pipeline.faces.detectors import Detections
 
-__all__ = ["iou", "Track", "link_tracks", "main_track", "fill_and_smooth"]
+__all__ = ["iou", "Track", "link_tracks", "stitch_tracks", "main_track", "fill_and_smooth"]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,6 +60,31 @@ def link_tracks(per_frame: list[Detections], iou_threshold: float = 0.3, max_gap
             best.scores.append(float(dets.scores[d]))
             taken.add(best.track_id)
     return tracks
+
+
+def _centre_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance between box centres in units of the boxes' mean side."""
+    side = 0.5 * ((a[2] - a[0]) + (a[3] - a[1]) + (b[2] - b[0]) + (b[3] - b[1])) / 2
+    return float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2) / max(side, 1e-6))
+
+
+def stitch_tracks(tracks: list[Track], max_gap: int = 15, max_shift: float = 0.6) -> list[Track]:
+    """Join tracklets broken by a detection gap or a fast move: B continues A when it starts after A ends, within
+    ``max_gap`` frames, and its first box lies within ``max_shift`` box sides of A's last box (closest first)."""
+    pending = sorted(tracks, key=lambda t: t.frames[0])
+    stitched: list[Track] = []
+    for track in pending:
+        candidates = [(t, _centre_shift(t.boxes[-1], track.boxes[0])) for t in stitched
+                      if 0 < track.frames[0] - t.frames[-1] <= max_gap + 1]
+        candidates = [c for c in candidates if c[1] <= max_shift]
+        if candidates:
+            host = min(candidates, key=lambda c: c[1])[0]
+            host.frames += track.frames
+            host.boxes += track.boxes
+            host.scores += track.scores
+        else:
+            stitched.append(track)
+    return stitched
 
 
 def main_track(tracks: list[Track], min_frames: int = 1) -> Track | None:

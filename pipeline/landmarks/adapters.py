@@ -22,16 +22,38 @@ __all__ = ["LandmarkModel", "DlibERT68", "MediaPipeFaceMesh", "InsightFace2d106"
 
 
 class LandmarkModel(ABC):
-    """Predicts one face's landmarks from an RGB frame and a face box ``(x1, y1, x2, y2)``."""
+    """Predicts one face's landmarks from an RGB frame and a face box ``(x1, y1, x2, y2)``.
+
+    Models are trained on upright faces, so :meth:`predict` runs twice when the first pass finds the eye line
+    tilted by more than ``min_roll_deg``: the frame is rotated upright about the box centre, predicted again, and
+    the points are rotated back (MediaPipe's own pipeline rotates its ROI the same way).
+    """
 
     name: str
     family: str
     scheme: str
     version: str
+    eyes: tuple[tuple[int, ...], tuple[int, ...]]  # native indices of the image-left and image-right eye
+    min_roll_deg = 5.0
 
     @abstractmethod
+    def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """One pass: native points ``(K, 2)`` in frame pixels and a confidence (None if the model has none)."""
+
     def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """Return native points ``(K, 2)`` in frame pixels and a confidence (None if the model has none)."""
+        """Native points ``(K, 2)`` in frame pixels and a confidence, with roll correction."""
+        points, confidence = self._predict(rgb, box)
+        left, right = points[list(self.eyes[0])].mean(axis=0), points[list(self.eyes[1])].mean(axis=0)
+        roll = float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+        if abs(roll) < self.min_roll_deg:
+            return points, confidence
+        centre = (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2)
+        upright = cv2.getRotationMatrix2D(centre, roll, 1.0)
+        rotated = cv2.warpAffine(rgb, upright, (rgb.shape[1], rgb.shape[0]), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        points, confidence = self._predict(rotated, box)
+        back = cv2.invertAffineTransform(upright)
+        return (points @ back[:, :2].T + back[:, 2]).astype(np.float32), confidence
 
 
 class DlibERT68(LandmarkModel):
@@ -41,6 +63,7 @@ class DlibERT68(LandmarkModel):
     """
 
     name, family, scheme, version = "dlib_68", "dlib_ert", "ibug68", "dlib-20.0.1/shape_predictor_68"
+    eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
 
     def __init__(self) -> None:
         import dlib
@@ -48,7 +71,7 @@ class DlibERT68(LandmarkModel):
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(model_path("dlib_68")))
 
-    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+    def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         shape = self._predictor(np.ascontiguousarray(rgb), self._dlib.rectangle(x1, y1, x2, y2))
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32), None
@@ -61,6 +84,7 @@ class MediaPipeFaceMesh(LandmarkModel):
     """
 
     name, family, scheme, version = "mediapipe_mesh_v2", "mediapipe_mesh", "mesh468", "mediapipe-0.10.21/face_landmark"
+    eyes = ((33, 133, 159, 145), (263, 362, 386, 374))
     input_size = 192
     scale = 1.5
 
@@ -74,7 +98,7 @@ class MediaPipeFaceMesh(LandmarkModel):
         self._points = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1404)
         self._score = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1)
 
-    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+    def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
         x1, y1, x2, y2 = (float(v) for v in box)
         side = self.scale * max(x2 - x1, y2 - y1)
         s = self.input_size / side
@@ -98,6 +122,7 @@ class InsightFace2d106(LandmarkModel):
     """
 
     name, family, scheme, version = "insightface_2d106", "insightface", "insight106", "insightface-2.1/2d106det"
+    eyes = ((35, 36, 33, 37), (89, 90, 87, 91))
 
     def __init__(self, pack: str = "buffalo_l") -> None:
         import os
@@ -116,7 +141,7 @@ class InsightFace2d106(LandmarkModel):
         self._model = get_model(str(onnx), providers=["CPUExecutionProvider"])
         self._model.prepare(ctx_id=-1)
 
-    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+    def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
         class _Face(dict):
             __getattr__ = dict.get
 
