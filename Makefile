@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS_STAMP := .cache/models/.fetched
 export PATH := $(abspath $(BIN)):$(PATH)
-export OMP_NUM_THREADS ?= 1
+# Stages and tests run from the project root, which is how `pipeline`, `stages` and `ldeq` are found.
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup models demo test lint clean-demo
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 $(MODELS_STAMP): $(STAMP) pipeline/models_store.py

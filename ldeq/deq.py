@@ -27,17 +27,27 @@ GRAD_MODES = ("phantom", "jfb", "implicit", "unrolled")
 
 
 def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int | None = None,
-                grad: str | None = None) -> tuple[torch.Tensor, SolverInfo]:
-    """Return the (post extra-step) equilibrium z and solver info; differentiable in training mode."""
+                grad: str | None = None, anchor: torch.Tensor | None = None,
+                gamma: float = 0.0) -> tuple[torch.Tensor, SolverInfo]:
+    """Return the (post extra-step) equilibrium z and solver info; differentiable in training mode.
+
+    With an ``anchor`` and ``gamma > 0`` the map becomes the proximal one, (f(z) + γ·anchor) / (1 + γ), whose fixed
+    point solves min ‖z − f(z)‖² + γ‖z − anchor‖² to first order: RwR's constrained reading of the DEQ.
+    """
     cfg = model.cfg
     cell = model.deq_layer.cell
     iters = cfg.max_iters if max_iters is None else max_iters
     grad = grad or cfg.grad
     if grad not in GRAD_MODES:
         raise ValueError(f"unknown gradient mode {grad!r}; choose from {GRAD_MODES}")
+    proximal = anchor is not None and gamma > 0
+
+    def cell_map(z: torch.Tensor, inj: torch.Tensor) -> torch.Tensor:
+        fz = cell(z, inj)
+        return (fz + gamma * anchor) / (1 + gamma) if proximal else fz
 
     def f(z: torch.Tensor) -> torch.Tensor:
-        return cell(z, x)
+        return cell_map(z, x)
 
     tracking = torch.is_grad_enabled() and model.training
     if tracking and grad == "unrolled":
@@ -48,7 +58,7 @@ def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int |
         return z, info
 
     x_solve = x.detach()
-    z_star, info = solve(lambda z: cell(z, x_solve), z0.detach(), cfg.solver, iters, cfg.tol, cfg.anderson_m,
+    z_star, info = solve(lambda z: cell_map(z, x_solve), z0.detach(), cfg.solver, iters, cfg.tol, cfg.anderson_m,
                          cfg.anderson_lam, cfg.anderson_mixing)
     if not tracking:
         if cfg.extra_step:

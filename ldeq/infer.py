@@ -26,7 +26,7 @@ class VideoPrediction:
 
 @torch.no_grad()
 def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, rwr: bool = False,
-                  rwr_iters: int = 1, frame0_full_solve: bool = True) -> VideoPrediction:
+                  rwr_iters: int = 1, frame0_full_solve: bool = True, rwr_gamma: float = 0.0) -> VideoPrediction:
     """Predict landmarks for every frame, one frame at a time.
 
     Args:
@@ -35,6 +35,8 @@ def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, 
         boxes: (F, 4) face boxes; each frame is cropped from its own box (WFLW-V crop).
         rwr: warm-start frame t from z*_{t−1} and run ``rwr_iters`` solver iterations (+ the extra step).
         frame0_full_solve: give frame 0 the full solver budget (the released code under-converges it).
+        rwr_gamma: 0 reproduces the released code (warm start + early stop only); γ > 0 also anchors each frame's
+            map to the previous equilibrium, z ← (f(z) + γ z*_{t−1}) / (1 + γ), the proximal reading of RwR.
     """
     model.eval()
     size = model.cfg.input_size
@@ -45,7 +47,7 @@ def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, 
         image = torch.from_numpy(normalize_image(crop_image(rgb, affine, size)))[None]
         started = time.perf_counter()
         if rwr and z_prev is not None:
-            out = model(image, z0=z_prev, max_iters=rwr_iters)
+            out = model(image, z0=z_prev, max_iters=rwr_iters, anchor=z_prev, gamma=rwr_gamma)
         elif rwr and not frame0_full_solve:
             out = model(image, max_iters=rwr_iters)
         else:

@@ -116,6 +116,8 @@ class EvaluateParams:
     rwr_iters: int = 1
     max_videos: int | None = None
     frame0_full_solve: bool = True
+    rwr_gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # proximal RwR anchors searched on the easy split
+    tune_videos: int = 4  # easy videos used to tune γ
 
 
 _STAGES: dict[str, type] = {

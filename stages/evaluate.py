@@ -1,7 +1,9 @@
-"""Stage `evaluate`: LDEQ on every annotated video, from scratch and with RwR; filters tuned on the easy split.
+"""Stage `evaluate`: LDEQ on every annotated video, from scratch and with RwR; smoothers tuned on the easy split.
 
-Writes DVC metrics (image NME/FR/AUC over frames; video NME and NMF per subset for no smoothing, EMA, One-Euro and
-RwR; RwR cost) and DVC plots (CED curve, per-video NMF).
+Methods: ``none`` (every frame from scratch), ``ema`` and ``one_euro`` (filters on ``none``), ``rwr`` (the released
+code's warm start, γ = 0) and ``rwr_prox`` (warm start + proximal anchor, γ tuned). Filter constants and γ are tuned
+on easy videos only. Writes DVC metrics (image NME/FR/AUC on the hard frames; video NME and NMF per subset and
+method; RwR cost) and DVC plots (CED curve, per-video NMF).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from ldeq.infer import predict_video
 from ldeq.metrics import ced, fr_auc, nme
 from ldeq.train import load_checkpoint
-from ldeq.video_eval import apply_filter, score_video, summarize, tune_filter
+from ldeq.video_eval import apply_filter, objective, score_video, summarize, tune_filter
 from pipeline.cli import setup_logging, stage_parser
 from pipeline.cluster import map_videos, worker_cached
 from pipeline.manifest import atomic_path, points_array, read_table, rows_by_video
@@ -28,15 +30,19 @@ from pipeline.video import iter_frames
 log = logging.getLogger("stages.evaluate")
 
 
-def _predict(item: dict[str, Any], model_dir: str, stamp: float, rwr_iters: int, frame0_full: bool) -> dict[str, Any]:
+def _predict(item: dict[str, Any], model_dir: str, stamp: float, rwr_iters: int, frame0_full: bool,
+             gammas: list[float]) -> dict[str, Any]:
+    """From-scratch and RwR predictions (one per γ) of one video, with per-frame cost."""
     torch.set_num_threads(1)
     model = worker_cached(f"ldeq:{model_dir}:{stamp}", lambda: load_checkpoint(model_dir))
     frames = [f.rgb for f in iter_frames(item["path"], 0, len(item["boxes"]))]
     scratch = predict_video(model, frames, item["boxes"])
-    rwr = predict_video(model, frames, item["boxes"], rwr=True, rwr_iters=rwr_iters, frame0_full_solve=frame0_full)
-    return {**item, "status": "ok", "scratch": scratch.points, "rwr": rwr.points,
-            "calls": {"scratch": scratch.calls.mean(), "rwr": rwr.calls[1:].mean()},
-            "seconds": {"scratch": float(np.median(scratch.seconds)), "rwr": float(np.median(rwr.seconds[1:]))}}
+    rwr = {g: predict_video(model, frames, item["boxes"], rwr=True, rwr_iters=rwr_iters,
+                            frame0_full_solve=frame0_full, rwr_gamma=g) for g in gammas}
+    first = rwr[gammas[0]]
+    return {**item, "status": "ok", "scratch": scratch.points, "rwr": {g: r.points for g, r in rwr.items()},
+            "calls": {"scratch": scratch.calls.mean(), "rwr": first.calls[1:].mean()},
+            "seconds": {"scratch": float(np.median(scratch.seconds)), "rwr": float(np.median(first.seconds[1:]))}}
 
 
 def _write_json(path: str, payload: Any) -> None:
@@ -65,10 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     if p.max_videos:
         items = items[: p.max_videos]
     stamp = (Path(args.model) / "checkpoint.pt").stat().st_mtime
-    results = map_videos(_predict, items, stage_params("cluster", args.params),
-                         on_error=lambda i, e: {**i, "status": "error", "error": repr(e)},
-                         model_dir=str(Path(args.model).resolve()), stamp=stamp, rwr_iters=p.rwr_iters,
-                         frame0_full=p.frame0_full_solve)
+    run = {"model_dir": str(Path(args.model).resolve()), "stamp": stamp, "rwr_iters": p.rwr_iters,
+           "frame0_full": p.frame0_full_solve}
+    cluster = stage_params("cluster", args.params)
+
+    def on_error(item: dict[str, Any], err: BaseException) -> dict[str, Any]:
+        return {**item, "status": "error", "error": repr(err)}
+
+    tuning = [i for i in items if i["subset"] == "easy"][: p.tune_videos]
+    tuned = [r for r in map_videos(_predict, tuning, cluster, on_error, gammas=list(p.rwr_gammas), **run)
+             if r["status"] == "ok"]
+    gamma_scores = {g: objective([r["scratch"] for r in tuned], [r["rwr"][g] for r in tuned], [r["gt"] for r in tuned])
+                    for g in p.rwr_gammas} if tuned else {}
+    best_gamma = min(gamma_scores, key=gamma_scores.get) if gamma_scores else 0.0
+    log.info("RwR γ tuned on %d easy videos: %s → γ = %s", len(tuned), gamma_scores, best_gamma)
+    results = map_videos(_predict, items, cluster, on_error, gammas=[0.0, best_gamma], **run)
     done = [r for r in results if r["status"] == "ok"]
     for r in results:
         if r["status"] != "ok":
@@ -76,13 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     validation = [(r["scratch"], r["gt"], r["fps"]) for r in done if r["subset"] == "easy"]
     filters = {kind: tune_filter(kind, validation)[0] for kind in ("ema", "one_euro")}
     log.info("filter constants tuned on %d easy videos: %s", len(validation), filters)
-    per_video, metrics = [], {"filters": filters, "subsets": {}}
+    per_video, metrics = [], {"filters": filters, "rwr_gamma": {"chosen": best_gamma, "objective": gamma_scores},
+                              "subsets": {}}
     for subset in ("easy", "hard"):
         videos = [r for r in done if r["subset"] == subset]
         scores = []
         for r in videos:
             preds = {"none": r["scratch"], **{k: apply_filter(k, r["scratch"], r["fps"], c) for k, c in
-                                               filters.items()}, "rwr": r["rwr"]}
+                                               filters.items()}, "rwr": r["rwr"][0.0], "rwr_prox": r["rwr"][best_gamma]}
             scores += score_video(r["video_id"], r["gt"], preds)
         if scores:
             metrics["subsets"][subset] = summarize(scores)
@@ -91,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     hard = [r for r in done if r["subset"] == "hard"] or done
     gt = np.concatenate([r["gt"] for r in hard])
     images = {}
-    for method in ("scratch", "rwr"):
-        per_frame = nme(np.concatenate([r[method] for r in hard]), gt)
+    finals = {"scratch": lambda r: r["scratch"], "rwr": lambda r: r["rwr"][0.0],
+              "rwr_prox": lambda r: r["rwr"][best_gamma]}
+    for method, pick in finals.items():
+        per_frame = nme(np.concatenate([pick(r) for r in hard]), gt)
         fr, auc = fr_auc(per_frame)
         images[method] = {"nme": float(100 * per_frame.mean()), "fr10": fr, "auc10": auc}
     metrics["image_hard"] = images
@@ -103,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics["n_videos"] = {"evaluated": len(done), "failed": len(results) - len(done)}
     _write_json(args.metrics, metrics)
     xs, scratch_ced = ced(nme(np.concatenate([r["scratch"] for r in hard]), gt))
-    _, rwr_ced = ced(nme(np.concatenate([r["rwr"] for r in hard]), gt))
+    _, rwr_ced = ced(nme(np.concatenate([r["rwr"][0.0] for r in hard]), gt))
     with atomic_path(args.ced) as tmp:
         tmp.write_text("nme,scratch,rwr\n" + "".join(f"{x:.4f},{a:.4f},{b:.4f}\n"
                                                      for x, a, b in zip(xs[::10], scratch_ced[::10], rwr_ced[::10])))

@@ -123,7 +123,7 @@ def test_metrics_and_plots(project):
     work, _, _ = project
     metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
     for subset in ("easy", "hard"):
-        assert set(metrics["subsets"][subset]) == {"none", "ema", "one_euro", "rwr"}
+        assert set(metrics["subsets"][subset]) == {"none", "ema", "one_euro", "rwr", "rwr_prox"}
     assert metrics["rwr_cost"]["calls_per_frame"]["rwr"] < metrics["rwr_cost"]["calls_per_frame"]["scratch"]
     assert (work / "plots" / "ced.csv").read_text().startswith("nme,scratch,rwr")
     assert json.loads((work / "metrics" / "train.json").read_text())["epochs"] == 1

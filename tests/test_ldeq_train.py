@@ -58,3 +58,15 @@ def test_rwr_costs_fewer_calls_and_frame0_gets_a_full_solve():
     official = predict_video(model, frames, boxes, rwr=True, rwr_iters=1, frame0_full_solve=False)
     assert official.calls[0] == 2
     assert scratch.points.shape == (4, 98, 2)
+
+
+def test_proximal_rwr_pulls_towards_the_previous_equilibrium():
+    torch.manual_seed(0)
+    model = LDEQ(get_config("tiny", tol=0.0)).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        previous = model(images[:1]).z
+        free = model(images[1:], z0=previous, max_iters=1)
+        anchored = model(images[1:], z0=previous, max_iters=1, anchor=previous, gamma=4.0)
+    assert (anchored.z - previous).norm() < (free.z - previous).norm()
+    assert torch.allclose(model(images[1:], z0=previous, max_iters=1, anchor=previous, gamma=0.0).z, free.z)
