@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row"]
+from pipeline.cluster import map_videos
+from pipeline.manifest import write_rows
+from pipeline.params import ClusterParams
+
+__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "run_frame_stage"]
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -37,3 +42,23 @@ def summarize(stage: str, rows: Iterable[Mapping[str, Any]]) -> str:
 def skipped_row(video_id: str, upstream: str, status: str, error: str | None, **extra: Any) -> dict[str, Any]:
     """The row a stage writes for a video that failed upstream: status ``skipped`` and the upstream reason."""
     return {"video_id": video_id, "status": "skipped", "error": f"{upstream} {status}: {error}", **extra}
+
+
+def run_frame_stage(stage: str, fn: Callable[..., dict[str, Any]], todo: list[dict[str, Any]],
+                    skipped: list[dict[str, Any]], cluster: ClusterParams, manifest: str, out: str | Path,
+                    status_out: str | Path, **kwargs: Any) -> None:
+    """Run a per-video stage whose tasks return ``{"status": row, "rows": per-frame rows}``.
+
+    Writes the per-frame manifest and the stage's ``video_status`` manifest (``skipped`` rows for videos that
+    failed upstream included) and logs the status counts.
+    """
+
+    def on_error(item: dict[str, Any], err: BaseException) -> dict[str, Any]:
+        return {"status": {"stage": stage, "video_id": item["video_id"], "status": "error", "error": repr(err)},
+                "rows": []}
+
+    results = map_videos(fn, todo, cluster, on_error=on_error, **kwargs)
+    statuses = [dict(row, stage=stage) for row in skipped] + [r["status"] for r in results]
+    write_rows([row for r in results for row in r["rows"]], manifest, out)
+    write_rows(sorted(statuses, key=lambda r: r["video_id"]), "video_status", status_out)
+    summarize(stage, statuses)

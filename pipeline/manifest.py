@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.schemas import SCHEMA_VERSION, schema
 
-__all__ = ["atomic_path", "write_rows", "write_table", "read_table", "points_array", "rows_by_video"]
+__all__ = ["atomic_path", "sha256_file", "write_rows", "write_table", "read_table", "points_array", "rows_by_video"]
 
 
 class atomic_path:  # noqa: N801 - used as a context manager like open()
@@ -39,6 +40,15 @@ class atomic_path:  # noqa: N801 - used as a context manager like open()
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _column(value: Any) -> Any:

@@ -9,7 +9,6 @@ is missing and how to get it. Nothing is downloaded silently at run time.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import logging
@@ -21,6 +20,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.manifest import sha256_file
 
 __all__ = ["MODEL_FILES", "ModelFile", "ModelUnavailable", "cache_dir", "model_path", "fetch_all", "status"]
 
@@ -88,14 +89,6 @@ def cache_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache" / "models"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, spec: ModelFile) -> None:
     """Raise unless ``path`` has the expected size and checksum; remember good files by (size, mtime)."""
     if not path.is_file():
@@ -108,7 +101,7 @@ def _verify(path: Path, spec: ModelFile) -> None:
     known = json.loads(marker.read_text()) if marker.is_file() else {}
     if known.get(spec.key) == stamp:
         return
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != spec.sha256:
         raise ModelUnavailable(f"model {spec.key!r}: checksum mismatch for {path}: {actual} != {spec.sha256}")
     known[spec.key] = stamp

@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pipeline.cli import setup_logging, skipped_row, stage_parser, summarize
-from pipeline.cluster import map_videos
+from pipeline.cli import run_frame_stage, setup_logging, skipped_row, stage_parser
 from pipeline.faces.process import track_main_face
-from pipeline.manifest import read_table, write_rows
+from pipeline.manifest import read_table
 from pipeline.params import stage_params
 
 
@@ -25,16 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     clips = read_table(args.clips, "clips").to_pylist()
     todo = [c for c in clips if c["status"] == "ok"]
-    statuses = [dict(skipped_row(c["video_id"], "trim", c["status"], c["error"]), stage="faces")
-                for c in clips if c["status"] != "ok"]
-    results = map_videos(_track, todo, stage_params("cluster", args.params),
-                         on_error=lambda c, e: {"status": {"stage": "faces", "video_id": c["video_id"],
-                                                           "status": "error", "error": repr(e)}, "rows": []},
-                         params=stage_params("faces", args.params))
-    statuses += [r["status"] for r in results]
-    write_rows([row for r in results for row in r["rows"]], "faces", args.out)
-    write_rows(sorted(statuses, key=lambda r: r["video_id"]), "video_status", args.status_out)
-    summarize("faces", statuses)
+    skipped = [skipped_row(c["video_id"], "trim", c["status"], c["error"]) for c in clips if c["status"] != "ok"]
+    run_frame_stage("faces", _track, todo, skipped, stage_params("cluster", args.params), "faces", args.out,
+                    args.status_out, params=stage_params("faces", args.params))
     return 0
 
 

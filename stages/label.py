@@ -6,10 +6,9 @@ import logging
 import sys
 from typing import Any
 
-from pipeline.cli import setup_logging, skipped_row, stage_parser, summarize
-from pipeline.cluster import map_videos
+from pipeline.cli import run_frame_stage, setup_logging, skipped_row, stage_parser
 from pipeline.landmarks.label import available_models, label_video
-from pipeline.manifest import read_table, rows_by_video, write_rows
+from pipeline.manifest import read_table, rows_by_video
 from pipeline.params import stage_params
 
 log = logging.getLogger("stages.label")
@@ -39,16 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     boxes = {vid: [[r["x1"], r["y1"], r["x2"], r["y2"]] for r in t.to_pylist()]
              for vid, t in rows_by_video(read_table(args.faces, "faces")).items()}
     todo = [{"video_id": v, "path": paths[v], "boxes": b} for v, b in boxes.items()]
-    statuses = [dict(skipped_row(s["video_id"], "faces", s["status"], s["error"]), stage="label")
-                for s in read_table(args.faces_status, "video_status").to_pylist() if s["status"] != "ok"]
-    results = map_videos(_label, todo, stage_params("cluster", args.params),
-                         on_error=lambda i, e: {"status": {"stage": "label", "video_id": i["video_id"],
-                                                           "status": "error", "error": repr(e)}, "rows": []},
-                         models=models)
-    statuses += [r["status"] for r in results]
-    write_rows([row for r in results for row in r["rows"]], "landmarks", args.out)
-    write_rows(sorted(statuses, key=lambda r: r["video_id"]), "video_status", args.status_out)
-    summarize("label", statuses)
+    skipped = [skipped_row(s["video_id"], "faces", s["status"], s["error"])
+               for s in read_table(args.faces_status, "video_status").to_pylist() if s["status"] != "ok"]
+    run_frame_stage("label", _label, todo, skipped, stage_params("cluster", args.params), "landmarks", args.out,
+                    args.status_out, models=models)
     return 0
 
 

@@ -8,7 +8,6 @@ run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -19,7 +18,7 @@ from typing import Any
 import av
 import yt_dlp
 
-from pipeline.manifest import atomic_path
+from pipeline.manifest import atomic_path, sha256_file
 from pipeline.params import DownloadParams
 from pipeline.sources import SourceRow, check_url, safe_video_id
 from pipeline.video import probe
@@ -55,14 +54,6 @@ def resolve_url(url: str, root: Path) -> str:
     if url.startswith("file:") and not url.startswith("file://"):
         return (root / url[len("file:"):]).resolve().as_uri()
     return url
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Logger:
@@ -137,7 +128,7 @@ def download_video(source: SourceRow, out_dir: Path, params: DownloadParams, roo
         if not path.is_file():
             raise yt_dlp.utils.DownloadError(f"yt-dlp reported success but no file exists at {path}")
         row.update(
-            status="ok", error=None, path=str(path), bytes=path.stat().st_size, sha256=_sha256(path),
+            status="ok", error=None, path=str(path), bytes=path.stat().st_size, sha256=sha256_file(path),
             extractor=info.get("extractor_key") or info.get("extractor"), format_id=str(info.get("format_id")),
             width=info.get("width"), height=info.get("height"), fps=info.get("fps"), vcodec=info.get("vcodec"),
         )
