@@ -1,8 +1,9 @@
 """Peak training memory of one LDEQ step vs the number of solver iterations (phantom gradients vs unrolled).
 
 Each configuration runs in a fresh process. On CPU the peak is the process's resident high-water mark (VmHWM,
-reset through /proc/self/clear_refs just before the step) minus the resident size before it; on CUDA it is
-``torch.cuda.max_memory_allocated`` during the step.
+reset through /proc/self/clear_refs just before the step) minus the resident size before it, with glibc told to
+serve every block over 128 KiB by mmap (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the resident set instead
+of lingering in the heap; on CUDA it is ``torch.cuda.max_memory_allocated`` during the step.
 
     python benchmarks/train_memory.py --profile paper --batch 2 --iters 2 5 10 20 \
         --out benchmarks/results/train_memory_cpu.json
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -77,7 +79,8 @@ def main() -> int:
         for iters in args.iters:
             cmd = [sys.executable, __file__, "--profile", args.profile, "--batch", str(args.batch), "--device",
                    args.device, "--child", str(iters), grad]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+            result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     summary = {}

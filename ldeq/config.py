@@ -71,7 +71,7 @@ PROFILES: dict[str, LDEQConfig] = {
     "paper": LDEQConfig(),
     "paper_wflw_v": LDEQConfig(beta=0.4, solver="fpi", tol=5e-4, seed=0),
     "demo": LDEQConfig(input_size=96, injection_width=32, width_increment=8, hourglass_levels=3, solver="fpi",
-                       max_iters=5, tol=5e-4, epochs=20, batch_size=16, lr=1e-3, lr_milestones=(15,), seed=0),
+                       max_iters=5, tol=5e-4, epochs=16, batch_size=16, lr=1e-3, lr_milestones=(12,), seed=0),
     "tiny": LDEQConfig(input_size=64, injection_width=16, width_increment=8, hourglass_levels=2, solver="fpi",
                        max_iters=3, tol=5e-4, epochs=1, batch_size=8, lr=1e-3, lr_milestones=(), seed=0),
 }
