@@ -13,7 +13,7 @@ from pipeline.cluster import map_videos
 from pipeline.manifest import write_rows
 from pipeline.params import ClusterParams
 
-__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "run_frame_stage"]
+__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "run_frame_stage", "project_relative"]
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -37,6 +37,17 @@ def summarize(stage: str, rows: Iterable[Mapping[str, Any]]) -> str:
     text = f"{stage}: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()) if counts else f"{stage}: no videos"
     logging.getLogger("stages").info(text)
     return text
+
+
+def project_relative(rows: list[dict[str, Any]], key: str = "path") -> list[dict[str, Any]]:
+    """Store media paths relative to the project root (the working directory of every stage), so manifests stay
+    valid when the project folder moves and do not differ between clones."""
+    root = Path.cwd().resolve()
+    for row in rows:
+        if row.get(key):
+            path = Path(row[key]).resolve()
+            row[key] = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    return rows
 
 
 def skipped_row(video_id: str, upstream: str, status: str, error: str | None, **extra: Any) -> dict[str, Any]:

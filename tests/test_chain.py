@@ -88,6 +88,7 @@ def test_clips_are_the_exact_windows(project):
     ok = clips[clips.status == "ok"]
     assert (ok.n_frames == ok.end_frame - ok.start_frame + 1).all()
     assert (ok.start_frame == 5).all() and (ok.n_frames == 16).all()
+    assert all(not Path(p).is_absolute() and (work / p).is_file() for p in ok.path)  # movable with the project
 
 
 @pytest.mark.chain

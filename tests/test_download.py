@@ -68,8 +68,9 @@ def test_finished_download_resumes_without_network(server, tmp_path):
     first = download_video(source("v3", f"{base}/clip.mp4"), tmp_path / "dl", DownloadParams(), tmp_path)
     httpd.shutdown()
     again = download_video(source("v3", f"{base}/clip.mp4"), tmp_path / "dl", DownloadParams(retries=0), tmp_path)
-    assert again == json.loads((tmp_path / "dl" / "v3.json").read_text())
+    assert again == {**json.loads((tmp_path / "dl" / "v3.json").read_text()), "path": first["path"]}
     assert again["sha256"] == first["sha256"] and again["status"] == "ok"
+    assert json.loads((tmp_path / "dl" / "v3.json").read_text())["path"] == "v3.mp4"  # movable with its folder
 
 
 def test_relative_file_url_through_ytdlp(tmp_path):

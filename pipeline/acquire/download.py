@@ -113,9 +113,9 @@ def download_video(source: SourceRow, out_dir: Path, params: DownloadParams, roo
     record = out_dir / f"{video_id}.json"
     if record.is_file():
         done = json.loads(record.read_text())
-        if done.get("status") == "ok" and Path(done["path"]).is_file() and Path(done["path"]).stat().st_size == done[
-                "bytes"]:
-            return done
+        previous = out_dir / done.get("path", "")
+        if done.get("status") == "ok" and previous.is_file() and previous.stat().st_size == done["bytes"]:
+            return {**done, "path": str(previous)}
     row: dict[str, Any] = {"video_id": video_id, "url": source.url, "ytdlp_version": yt_dlp.version.__version__}
     started = time.monotonic()
     logger = _Logger(video_id)
@@ -142,6 +142,6 @@ def download_video(source: SourceRow, out_dir: Path, params: DownloadParams, roo
         log.warning("%s: download failed (%s): %s", video_id, row["status"], row["error"])
     row["seconds"] = round(time.monotonic() - started, 3)
     if row["status"] == "ok":
-        with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps(row, indent=1))
+        with atomic_path(record) as tmp:  # the file name only: the folder may move with the project
+            tmp.write_text(json.dumps({**row, "path": Path(row["path"]).name}, indent=1))
     return row
