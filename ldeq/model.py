@@ -19,10 +19,6 @@ from ldeq.solvers import SolverInfo
 __all__ = ["ConvBlock", "Hourglass", "Cell", "DEQLayer", "LDEQ", "LDEQOutput", "normalize_heatmaps",
            "soft_argmax", "load_official_state_dict"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 class ConvBlock(nn.Module):
     """Conv2d (bias, same padding) → LeakyReLU → norm. The activation comes before the norm, as released."""
 
