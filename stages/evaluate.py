@@ -78,14 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     def on_error(item: dict[str, Any], err: BaseException) -> dict[str, Any]:
         return {**item, "status": "error", "error": repr(err)}
 
+    grid = sorted({0.0, *p.rwr_gammas})
     tuning = [i for i in items if i["subset"] == "easy"][: p.tune_videos]
-    tuned = [r for r in map_videos(_predict, tuning, cluster, on_error, gammas=list(p.rwr_gammas), **run)
-             if r["status"] == "ok"]
+    tuned = [r for r in map_videos(_predict, tuning, cluster, on_error, gammas=grid, **run) if r["status"] == "ok"]
     gamma_scores = {g: objective([r["scratch"] for r in tuned], [r["rwr"][g] for r in tuned], [r["gt"] for r in tuned])
-                    for g in p.rwr_gammas} if tuned else {}
+                    for g in grid} if tuned else {}
     best_gamma = min(gamma_scores, key=gamma_scores.get) if gamma_scores else 0.0
     log.info("RwR γ tuned on %d easy videos: %s → γ = %s", len(tuned), gamma_scores, best_gamma)
-    results = map_videos(_predict, items, cluster, on_error, gammas=[0.0, best_gamma], **run)
+    # the tuning videos already hold every γ of the grid: only the others need a second pass
+    seen = {r["video_id"] for r in tuned}
+    rest = [i for i in items if i["video_id"] not in seen]
+    results = tuned + map_videos(_predict, rest, cluster, on_error, gammas=sorted({0.0, best_gamma}), **run)
     done = [r for r in results if r["status"] == "ok"]
     for r in results:
         if r["status"] != "ok":
