@@ -123,6 +123,7 @@ class InsightFace2d106(LandmarkModel):
 
     name, family, scheme, version = "insightface_2d106", "insightface", "insight106", "insightface-2.1/2d106det"
     eyes = ((35, 36, 33, 37), (89, 90, 87, 91))
+    min_roll_deg = float("inf")  # roll correction off until these eye indices are checked against a real pack
 
     def __init__(self, pack: str = "buffalo_l") -> None:
         import os
@@ -142,11 +143,10 @@ class InsightFace2d106(LandmarkModel):
         self._model.prepare(ctx_id=-1)
 
     def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
-        class _Face(dict):
-            __getattr__ = dict.get
+        from insightface.app.common import Face
 
-        face = _Face(bbox=np.asarray(box, np.float32))
-        points = self._model.get(rgb[:, :, ::-1], face)
+        face = Face(bbox=np.asarray(box, np.float32))
+        points = self._model.get(rgb[:, :, ::-1], face)  # insightface models take BGR
         return np.asarray(points, np.float32)[:, :2], None
 
 
