@@ -16,7 +16,10 @@ import pyarrow.parquet as pq
 
 from pipeline.schemas import SCHEMA_VERSION, schema
 
-__all__ = ["atomic_path", "sha256_file", "write_rows", "write_table", "read_table", "points_array", "rows_by_video"]
+__all__ = [
+    "atomic_path", "sha256_file", "write_rows", "write_table", "read_table", "points_array", "boxes_array",
+    "rows_by_video",
+]
 
 
 class atomic_path:  # noqa: N801 - used as a context manager like open()
@@ -100,6 +103,11 @@ def points_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return np.zeros((0, 0, 2), np.float32)
     flat = arr.flatten().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     return flat.reshape(len(arr), -1, 2)
+
+
+def boxes_array(table: pa.Table) -> np.ndarray:
+    """The ``x1, y1, x2, y2`` columns of a table as a float32 array of shape ``(rows, 4)``."""
+    return np.stack([table.column(k).to_numpy() for k in ("x1", "y1", "x2", "y2")], axis=1).astype(np.float32)
 
 
 def rows_by_video(table: pa.Table) -> dict[str, pa.Table]:

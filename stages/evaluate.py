@@ -23,7 +23,7 @@ from ldeq.train import load_checkpoint
 from ldeq.video_eval import apply_filter, objective, score_video, summarize, tune_filter
 from pipeline.cli import setup_logging, stage_parser
 from pipeline.cluster import map_videos, worker_cached
-from pipeline.manifest import atomic_path, points_array, read_table, rows_by_video
+from pipeline.manifest import atomic_path, boxes_array, points_array, read_table, rows_by_video
 from pipeline.params import stage_params
 from pipeline.video import iter_frames
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for vid, rows in rows_by_video(read_table(args.annotations, "annotations")).items():
         items.append({"video_id": vid, "subset": rows.column("subset")[0].as_py(), "path": clips[vid]["path"],
                       "fps": clips[vid]["fps"], "gt": points_array(rows.column("landmarks")),
-                      "boxes": np.stack([rows.column(k).to_numpy() for k in ("x1", "y1", "x2", "y2")], axis=1)})
+                      "boxes": boxes_array(rows)})
     if p.max_videos:
         items = items[: p.max_videos]
     stamp = (Path(args.model) / "checkpoint.pt").stat().st_mtime

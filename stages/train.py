@@ -19,7 +19,7 @@ from ldeq.train import Augment, LandmarkCrops, train
 from ldeq.wflw_data import WFLWImages
 from pipeline.cli import setup_logging, stage_parser
 from pipeline.cluster import map_videos
-from pipeline.manifest import atomic_path, points_array, read_table, rows_by_video
+from pipeline.manifest import atomic_path, boxes_array, points_array, read_table, rows_by_video
 from pipeline.params import stage_params
 
 log = logging.getLogger("stages.train")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if rows.column("subset")[0].as_py() != "easy":
             continue
         keep = np.arange(0, len(rows), p.frame_stride)
-        boxes = np.stack([rows.column(k).to_numpy() for k in ("x1", "y1", "x2", "y2")], axis=1)[keep]
+        boxes = boxes_array(rows)[keep]
         frames = np.asarray(rows.column("frame").to_numpy())[keep].tolist()
         todo.append({"video_id": vid, "path": clips[vid], "boxes": boxes, "frames": frames,
                      "points": points_array(rows.column("landmarks"))[keep]})

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from pipeline.demo.media import Still, load_carphone, load_stills
-from pipeline.landmarks.adapters import DlibERT68, MediaPipeFaceMesh
+from pipeline.landmarks.adapters import DlibERT68, LandmarkModel, MediaPipeFaceMesh
 from pipeline.landmarks.consensus import consensus
 from pipeline.landmarks.schemes import to_wflw98
 from pipeline.manifest import atomic_path, write_rows
@@ -54,9 +54,8 @@ LEVELS = (
 )
 
 
-def reference_landmarks(still: Still) -> np.ndarray:
-    """WFLW-98 consensus of the pseudo-label models on the clean still (98, 2)."""
-    models = [DlibERT68(), MediaPipeFaceMesh()]
+def reference_landmarks(still: Still, models: list[LandmarkModel]) -> np.ndarray:
+    """WFLW-98 consensus of the pseudo-label ``models`` on the clean still (98, 2)."""
     points, masks = [], []
     for model in models:
         native, _ = model.predict(still.rgb, still.box)
@@ -154,7 +153,8 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
     out_dir, root = out_dir.resolve(), root.resolve()
     rng = np.random.default_rng(params.seed)
     stills = {s.name: s for s in load_stills()}
-    references = {name: reference_landmarks(s) for name, s in stills.items()}
+    models: list[LandmarkModel] = [DlibERT68(), MediaPipeFaceMesh()]  # loaded once for every still
+    references = {name: reference_landmarks(s, models) for name, s in stills.items()}
     carphone = load_carphone()
     pool = sorted(stills) + ["carphone"]
     raw_dir = out_dir / "raw"
