@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+
 
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -80,7 +82,9 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--profile", args.profile, "--batch", str(args.batch), "--device",
                    args.device, "--child", str(iters), grad]
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-            result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+            result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if result.returncode != 0:
+                raise SystemExit(f"{grad} at {iters} iterations failed:\n{result.stderr}")
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     summary = {}

@@ -47,6 +47,10 @@ class LDEQConfig:
     lr_milestones: tuple[int, ...] = (30, 50)
     grad_clip: float = 1.0
     weight_decay: float = 0.0
+    # Jensen–Shannon pull of each normalised heatmap towards a Gaussian at its target (DSNT, Nibali et al. 2018);
+    # 0 = coordinate loss alone. The released recipe is unknown; see ldeq.train.heatmap_loss for why the demo uses it.
+    heatmap_reg: float = 0.0
+    heatmap_sigma: float = 1.0  # the target Gaussian's σ, in heatmap pixels
     seed: int = 2
 
     @property
@@ -71,7 +75,8 @@ PROFILES: dict[str, LDEQConfig] = {
     "paper": LDEQConfig(),
     "paper_wflw_v": LDEQConfig(beta=0.4, solver="fpi", tol=5e-4, seed=0),
     "demo": LDEQConfig(input_size=96, injection_width=32, width_increment=8, hourglass_levels=3, solver="fpi",
-                       max_iters=5, tol=5e-4, epochs=16, batch_size=16, lr=1e-3, lr_milestones=(12,), seed=0),
+                       max_iters=5, tol=5e-4, epochs=16, batch_size=16, lr=1e-3, lr_milestones=(12,), heatmap_reg=1.0,
+                       seed=0),
     "tiny": LDEQConfig(input_size=64, injection_width=16, width_increment=8, hourglass_levels=2, solver="fpi",
                        max_iters=3, tol=5e-4, epochs=1, batch_size=8, lr=1e-3, lr_milestones=(), seed=0),
 }

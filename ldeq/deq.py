@@ -27,12 +27,13 @@ GRAD_MODES = ("phantom", "jfb", "implicit", "unrolled")
 
 
 def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int | None = None,
-                grad: str | None = None, anchor: torch.Tensor | None = None,
-                gamma: float = 0.0) -> tuple[torch.Tensor, SolverInfo]:
+                grad: str | None = None, anchor: torch.Tensor | None = None, gamma: float = 0.0,
+                solver: str | None = None) -> tuple[torch.Tensor, SolverInfo]:
     """Return the (post extra-step) equilibrium z and solver info; differentiable in training mode.
 
     With an ``anchor`` and ``gamma > 0`` the map becomes the proximal one, (f(z) + γ·anchor) / (1 + γ), whose fixed
     point solves min ‖z − f(z)‖² + γ‖z − anchor‖² to first order: RwR's constrained reading of the DEQ.
+    ``solver`` overrides ``cfg.solver`` (RwR's warm steps are plain fixed-point steps: 1 + 1 calls per frame).
     """
     cfg = model.cfg
     cell = model.deq_layer.cell
@@ -58,8 +59,8 @@ def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int |
         return z, info
 
     x_solve = x.detach()
-    z_star, info = solve(lambda z: cell_map(z, x_solve), z0.detach(), cfg.solver, iters, cfg.tol, cfg.anderson_m,
-                         cfg.anderson_lam, cfg.anderson_mixing)
+    z_star, info = solve(lambda z: cell_map(z, x_solve), z0.detach(), solver or cfg.solver, iters, cfg.tol,
+                         cfg.anderson_m, cfg.anderson_lam, cfg.anderson_mixing)
     if not tracking:
         if cfg.extra_step:
             with torch.no_grad():

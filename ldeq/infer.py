@@ -6,13 +6,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
+from torch.nn import functional as F  # noqa: N812
 
 from ldeq.crop import crop_image, crop_transform, from_crop, normalize_image
 from ldeq.model import LDEQ
 
-__all__ = ["VideoPrediction", "predict_video"]
+__all__ = ["VideoPrediction", "predict_video", "warp_heatmaps"]
 
 
 @dataclass(frozen=True)
@@ -26,35 +28,70 @@ class VideoPrediction:
 
 @torch.no_grad()
 def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, rwr: bool = False,
-                  rwr_iters: int = 1, frame0_full_solve: bool = True, rwr_gamma: float = 0.0) -> VideoPrediction:
+                  rwr_iters: int = 1, frame0_full_solve: bool = True, rwr_gamma: float = 0.0,
+                  rwr_align: bool = True) -> VideoPrediction:
     """Predict landmarks for every frame, one frame at a time.
 
     Args:
         model: an LDEQ in eval mode.
         frames: RGB frames (H, W, 3) uint8, in order.
         boxes: (F, 4) face boxes; each frame is cropped from its own box (WFLW-V crop).
-        rwr: warm-start frame t from z*_{t−1} and run ``rwr_iters`` solver iterations (+ the extra step).
+        rwr: warm-start frame t from z*_{t−1} and run ``rwr_iters`` fixed-point iterations (+ the extra step), whatever
+            the model's solver: Anderson needs two calls before its first accelerated step, fpi gives 1 + 1 calls.
         frame0_full_solve: give frame 0 the full solver budget (the released code under-converges it).
         rwr_gamma: 0 reproduces the released code (warm start + early stop only); γ > 0 also anchors each frame's
             map to the previous equilibrium, z ← (f(z) + γ z*_{t−1}) / (1 + γ), the proximal reading of RwR.
+        rwr_align: resample z*_{t−1} from frame t−1's crop into frame t's before using it. Each frame is cropped from
+            its own box, so an unaligned warm start (the released code) carries heatmaps whose peaks sit where the
+            landmarks were in the *previous* crop: every box step then becomes a landmark step.
     """
     model.eval()
     size = model.cfg.input_size
+    device = next(model.parameters()).device
     points, calls, seconds = [], [], []
     z_prev: torch.Tensor | None = None
+    prev_affine: np.ndarray | None = None
     for t, rgb in enumerate(frames):
         affine = crop_transform(boxes[t], size)
-        image = torch.from_numpy(normalize_image(crop_image(rgb, affine, size)))[None]
+        image = torch.from_numpy(normalize_image(crop_image(rgb, affine, size)))[None].to(device)
+        _synchronize(device)
         started = time.perf_counter()
+        if rwr and rwr_align and z_prev is not None:
+            z_prev = warp_heatmaps(z_prev, prev_affine, affine, size)
         if rwr and z_prev is not None:
-            out = model(image, z0=z_prev, max_iters=rwr_iters, anchor=z_prev, gamma=rwr_gamma)
+            out = model(image, z0=z_prev, max_iters=rwr_iters, anchor=z_prev, gamma=rwr_gamma, solver="fpi")
         elif rwr and not frame0_full_solve:
             out = model(image, max_iters=rwr_iters)
         else:
             out = model(image)
+        _synchronize(device)
         seconds.append(time.perf_counter() - started)
         calls.append(out.info.calls)
-        z_prev = out.z
-        crop_pts = out.landmarks[0].numpy().astype(np.float64) * size
+        z_prev, prev_affine = out.z, affine
+        crop_pts = out.landmarks[0].cpu().numpy().astype(np.float64) * size
         points.append(from_crop(crop_pts, affine))
     return VideoPrediction(np.array(points, np.float32), np.array(calls), np.array(seconds))
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so per-frame seconds measure the model rather than the launch queue."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warp_heatmaps(z: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray, input_size: int) -> torch.Tensor:
+    """Resample heatmaps (B, L, h, w) made on the crop ``src_affine`` into the crop ``dst_affine`` (both frame → crop).
+
+    Heatmap pixel j sits at crop pixel j·input_size/w (the soft-argmax convention, no half-pixel offset); outside the
+    source crop the border value is repeated, which is the heatmaps' flat background.
+    """
+    h, w = z.shape[-2:]
+    stride = input_size / w
+    to_frame = np.vstack([cv2.invertAffineTransform(dst_affine), [0, 0, 1]])
+    dst_to_src = src_affine @ to_frame  # crop_t pixels → crop_{t−1} pixels
+    rows, cols = np.meshgrid(np.arange(h) * stride, np.arange(w) * stride, indexing="ij")
+    src = np.stack([cols, rows], -1) @ dst_to_src[:, :2].T + dst_to_src[:, 2]
+    src /= stride
+    grid = np.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], -1)
+    grid_t = torch.as_tensor(grid, dtype=z.dtype, device=z.device)[None].expand(z.shape[0], -1, -1, -1)
+    return F.grid_sample(z, grid_t, mode="bilinear", padding_mode="border", align_corners=True)

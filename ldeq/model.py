@@ -162,7 +162,8 @@ class LDEQ(nn.Module):
         return x.new_zeros(x.shape[0], self.cfg.num_landmarks, x.shape[2], x.shape[3])
 
     def forward(self, images: torch.Tensor, z0: torch.Tensor | None = None, max_iters: int | None = None,
-                grad: str | None = None, anchor: torch.Tensor | None = None, gamma: float = 0.0) -> LDEQOutput:
+                grad: str | None = None, anchor: torch.Tensor | None = None, gamma: float = 0.0,
+                solver: str | None = None) -> LDEQOutput:
         """Solve for the equilibrium (from ``z0`` or zeros) and decode landmarks.
 
         In training mode the gradient is taken as ``grad`` (default ``cfg.grad``); the solver itself never builds
@@ -173,7 +174,7 @@ class LDEQ(nn.Module):
 
         x = self.inject(images)
         z0 = self.zeros(x) if z0 is None else z0
-        z, info = equilibrium(self, x, z0, max_iters=max_iters, grad=grad, anchor=anchor, gamma=gamma)
+        z, info = equilibrium(self, x, z0, max_iters=max_iters, grad=grad, anchor=anchor, gamma=gamma, solver=solver)
         landmarks, sigma = soft_argmax(z)
         return LDEQOutput(landmarks, sigma, z, info)
 

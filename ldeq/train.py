@@ -19,7 +19,7 @@ from ldeq.crop import normalize_image
 from ldeq.model import LDEQ
 from ldeq.wflw import FLIP_PERMUTATION
 
-__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "train", "load_checkpoint"]
+__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "heatmap_loss", "train", "load_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,35 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).norm(dim=-1).mean()
 
 
+def heatmap_loss(z: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Mean Jensen–Shannon divergence between each normalised heatmap and a Gaussian at its target landmark.
+
+    A coordinate loss alone only constrains the soft-argmax *mean*: a small model trained briefly then encodes positions
+    by mass balance (the demo model put a corner peak in most maps), and such maps carry no positional prior from one
+    frame to the next. Pulling them to one peak at the landmark (DSNT's regulariser) keeps z* a readable heatmap, which
+    is what RwR's warm start and proximal anchor rely on.
+
+    Args:
+        z: heatmaps (B, L, H, W), non-negative.
+        target: landmarks (B, L, 2) in crop-normalised units; heatmap pixel j sits at j / W (the soft-argmax grid).
+        sigma: the Gaussian's standard deviation in heatmap pixels.
+    """
+    b, n, hgt, wid = z.shape
+    p = z / (1e-8 + z.sum(dim=(2, 3), keepdim=True))
+    cols = torch.arange(wid, dtype=z.dtype, device=z.device)
+    rows = torch.arange(hgt, dtype=z.dtype, device=z.device)
+    dx = (cols - target[..., 0:1] * wid) ** 2  # (B, L, W)
+    dy = (rows - target[..., 1:2] * hgt) ** 2  # (B, L, H)
+    g = torch.exp(-(dy[..., :, None] + dx[..., None, :]) / (2 * sigma**2))
+    g = g / (1e-8 + g.sum(dim=(2, 3), keepdim=True))
+    m = 0.5 * (p + g)
+
+    def kl(a: torch.Tensor) -> torch.Tensor:
+        return (a * (torch.log(a + 1e-12) - torch.log(m + 1e-12))).sum(dim=(2, 3))
+
+    return (0.5 * kl(p) + 0.5 * kl(g)).mean()
+
+
 def _save(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -142,6 +171,8 @@ def train(model: LDEQ, data: Dataset, cfg: LDEQConfig, out_dir: str | Path, resu
         for images, targets in loader:
             out_ = model(images)
             loss = landmark_loss(out_.landmarks, targets)
+            if cfg.heatmap_reg > 0:
+                loss = loss + cfg.heatmap_reg * heatmap_loss(out_.z, targets, cfg.heatmap_sigma)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -83,6 +83,7 @@ class FacesParams:
     max_shift: float = 0.6  # stitching: largest centre jump (in box sides) across a broken track
     min_track_frames: int = 10
     smooth_window: int = 7
+    smooth_sigma: float = 5.0  # frames; Gaussian on centre and size after the median (0 = off)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class EvaluateParams:
     rwr_iters: int = 1
     max_videos: int | None = None
     frame0_full_solve: bool = True
+    rwr_align: bool = True  # resample z*_{t-1} into frame t's crop (the released code reuses it as is)
     rwr_gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # proximal RwR anchors searched on the easy split
     tune_videos: int = 4  # easy videos used to tune γ
 

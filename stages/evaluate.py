@@ -30,7 +30,7 @@ from pipeline.video import iter_frames
 log = logging.getLogger("stages.evaluate")
 
 
-def _predict(item: dict[str, Any], model_dir: str, stamp: float, rwr_iters: int, frame0_full: bool,
+def _predict(item: dict[str, Any], model_dir: str, stamp: float, rwr_iters: int, frame0_full: bool, align: bool,
              gammas: list[float]) -> dict[str, Any]:
     """From-scratch and RwR predictions (one per γ) of one video, with per-frame cost."""
     torch.set_num_threads(1)
@@ -38,7 +38,7 @@ def _predict(item: dict[str, Any], model_dir: str, stamp: float, rwr_iters: int,
     frames = [f.rgb for f in iter_frames(item["path"], 0, len(item["boxes"]))]
     scratch = predict_video(model, frames, item["boxes"])
     rwr = {g: predict_video(model, frames, item["boxes"], rwr=True, rwr_iters=rwr_iters,
-                            frame0_full_solve=frame0_full, rwr_gamma=g) for g in gammas}
+                            frame0_full_solve=frame0_full, rwr_gamma=g, rwr_align=align) for g in gammas}
     first = rwr[gammas[0]]
     return {**item, "status": "ok", "scratch": scratch.points, "rwr": {g: r.points for g, r in rwr.items()},
             "calls": {"scratch": scratch.calls.mean(), "rwr": first.calls[1:].mean()},
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         items = items[: p.max_videos]
     stamp = (Path(args.model) / "checkpoint.pt").stat().st_mtime
     run = {"model_dir": str(Path(args.model).resolve()), "stamp": stamp, "rwr_iters": p.rwr_iters,
-           "frame0_full": p.frame0_full_solve}
+           "frame0_full": p.frame0_full_solve, "align": p.rwr_align}
     cluster = stage_params("cluster", args.params)
 
     def on_error(item: dict[str, Any], err: BaseException) -> dict[str, Any]:
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     filters = {kind: tune_filter(kind, validation)[0] for kind in ("ema", "one_euro")}
     log.info("filter constants tuned on %d easy videos: %s", len(validation), filters)
     per_video, metrics = [], {"filters": filters, "rwr_gamma": {"chosen": best_gamma, "objective": gamma_scores},
+                              "rwr_settings": {"iters": p.rwr_iters, "align": p.rwr_align,
+                                               "frame0_full_solve": p.frame0_full_solve},
                               "subsets": {}}
     for subset in ("easy", "hard"):
         videos = [r for r in done if r["subset"] == subset]

@@ -62,6 +62,19 @@ def test_smoothing_removes_a_single_frame_spike():
     assert np.allclose(boxes[4], [100, 100, 200, 200])
 
 
+def test_gaussian_smoothing_turns_a_detector_step_into_a_ramp():
+    track_frames = [dets([100, 100, 200, 200]) for _ in range(20)] + [dets([120, 100, 220, 200]) for _ in range(20)]
+    track = main_track(link_tracks(track_frames, iou_threshold=0.1))
+    stepped, _ = fill_and_smooth(track, 40, window=5)
+    ramped, _ = fill_and_smooth(track, 40, window=5, sigma=4.0)
+    assert np.abs(np.diff(stepped[:, 0])).max() == 20  # the median keeps the step
+    steps = np.diff(ramped[:, 0])
+    assert steps.max() < 20 / (np.sqrt(2 * np.pi) * 4.0) + 0.1 and np.all(steps >= 0)
+    assert np.allclose(ramped[0], [100, 100, 200, 200], atol=0.01) and np.allclose(ramped[-1], [120, 100, 220, 200],
+                                                                                    atol=0.01)
+    assert np.allclose(ramped[:, 2] - ramped[:, 0], 100)  # the size is untouched by a pure shift
+
+
 def test_stitching_joins_a_track_broken_by_a_fast_move():
     from pipeline.faces.tracker import stitch_tracks
 

@@ -37,7 +37,7 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams) -
                           error=f"no face track of >= {params.min_track_frames} frames ({found}/{n_frames} frames "
                                 f"had a detection) in {clip_path}")
         else:
-            boxes, interpolated = fill_and_smooth(track, n_frames, params.smooth_window)
+            boxes, interpolated = fill_and_smooth(track, n_frames, params.smooth_window, params.smooth_sigma)
             raw = dict(zip(track.frames, zip(track.boxes, track.scores)))
             for frame in range(n_frames):
                 det_box, det_score = raw.get(frame, (None, None))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import median_filter
+from scipy.ndimage import gaussian_filter1d, median_filter
 
 from pipeline.faces.detectors import Detections
 
@@ -95,11 +95,15 @@ def main_track(tracks: list[Track], min_frames: int = 1) -> Track | None:
     return max(eligible, key=lambda t: (len(t.frames), t.mean_area()))
 
 
-def fill_and_smooth(track: Track, n_frames: int, window: int = 7) -> tuple[np.ndarray, np.ndarray]:
+def fill_and_smooth(track: Track, n_frames: int, window: int = 7,
+                    sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Return boxes for every frame ``(n_frames, 4)`` and an ``interpolated`` flag per frame.
 
     Gaps inside the track are linearly interpolated; frames before its first or after its last detection hold the
-    nearest box. Centre and size are then median-filtered over ``window`` frames (1 disables smoothing).
+    nearest box. Centre and size are then median-filtered over ``window`` frames (1 disables it), which drops
+    single-frame outliers, and Gaussian-smoothed with ``sigma`` frames (0 disables it). The median alone keeps steps:
+    a sliding-window detector such as dlib's HOG reports a slowly moving face at a fixed box and then jumps a whole
+    cell (the demo saw 10–28 px jumps), and every crop cut from such boxes jumps with it.
     """
     frames = np.array(track.frames)
     boxes = np.array(track.boxes, np.float64)
@@ -111,5 +115,9 @@ def fill_and_smooth(track: Track, n_frames: int, window: int = 7) -> tuple[np.nd
         size = filled[:, 2:] - filled[:, :2]
         centre = median_filter(centre, size=(window, 1), mode="nearest")
         size = median_filter(size, size=(window, 1), mode="nearest")
+        filled = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    if sigma > 0:
+        centre = gaussian_filter1d((filled[:, :2] + filled[:, 2:]) / 2, sigma, axis=0, mode="nearest")
+        size = gaussian_filter1d(filled[:, 2:] - filled[:, :2], sigma, axis=0, mode="nearest")
         filled = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
     return filled.astype(np.float32), interpolated
