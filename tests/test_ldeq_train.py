@@ -60,6 +60,49 @@ def test_rwr_costs_fewer_calls_and_frame0_gets_a_full_solve():
     assert scratch.points.shape == (4, 98, 2)
 
 
+def test_rwr_warm_steps_are_fixed_point_steps_with_an_anderson_model():
+    model = LDEQ(get_config("tiny", solver="anderson", max_iters=5, tol=0.0)).eval()
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (80, 80, 3), dtype=np.uint8) for _ in range(3)]
+    boxes = np.tile([10, 10, 70, 70], (3, 1)).astype(np.float32)
+    rwr = predict_video(model, frames, boxes, rwr=True, rwr_iters=1)
+    assert rwr.calls.tolist() == [8, 2, 2]  # Anderson: 2 + 5 + extra from scratch; then 1 + 1 from z*_{t-1}
+
+
+def test_heatmap_warp_carries_a_peak_to_the_same_frame_point():
+    from ldeq.crop import crop_transform, from_crop, to_crop
+    from ldeq.infer import warp_heatmaps
+    from ldeq.model import soft_argmax
+
+    size, side = 96, 24
+    src = crop_transform(np.array([234, 154, 413, 333]), size)
+    dst = crop_transform(np.array([244, 150, 433, 339]), size)  # moved and 10 px larger
+    rows, cols = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                                indexing="ij")
+    peak = np.array([40.0, 50.0])  # crop pixels of ``src``; heatmap pixel = crop pixel / 4
+    z = torch.exp(-((cols - peak[0] / 4) ** 2 + (rows - peak[1] / 4) ** 2) / 2)[None, None]
+    moved = soft_argmax(warp_heatmaps(z, src, dst, size))[0][0, 0].numpy() * size
+    expected = to_crop(from_crop(peak, src), dst)
+    assert np.allclose(moved, expected, atol=0.25)  # bilinear resampling: within 1/16 of a heatmap pixel
+    assert torch.allclose(warp_heatmaps(z, src, src, size), z, atol=1e-5)  # same crop: unchanged
+
+
+def test_heatmap_loss_is_zero_at_the_target_gaussian_and_ln2_for_disjoint_maps():
+    from ldeq.train import heatmap_loss
+
+    side = 16
+    target = torch.tensor([[[5 / side, 9 / side]]])  # heatmap pixel (x 5, y 9)
+    rows, cols = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                                indexing="ij")
+    gaussian = torch.exp(-((cols - 5) ** 2 + (rows - 9) ** 2) / 2)[None, None]
+    assert float(heatmap_loss(gaussian, target, sigma=1.0)) < 1e-6
+    far = torch.zeros(1, 1, side, side)
+    far[0, 0, 0, 15] = 1.0  # a delta 10 px right and 9 px up: no overlap with a σ = 0.3 Gaussian
+    assert abs(float(heatmap_loss(far, target, sigma=0.3)) - np.log(2)) < 1e-4
+    near = torch.exp(-((cols - 6) ** 2 + (rows - 9) ** 2) / 2)[None, None]
+    assert 0 < float(heatmap_loss(near, target)) < float(heatmap_loss(far, target, sigma=1.0))
+
+
 def test_proximal_rwr_pulls_towards_the_previous_equilibrium():
     torch.manual_seed(0)
     model = LDEQ(get_config("tiny", tol=0.0)).eval()
