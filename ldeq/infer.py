@@ -6,7 +6,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
@@ -87,11 +86,15 @@ def warp_heatmaps(z: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarra
     """
     h, w = z.shape[-2:]
     stride = input_size / w
-    to_frame = np.vstack([cv2.invertAffineTransform(dst_affine), [0, 0, 1]])
-    dst_to_src = src_affine @ to_frame  # crop_t pixels → crop_{t−1} pixels
-    rows, cols = np.meshgrid(np.arange(h) * stride, np.arange(w) * stride, indexing="ij")
-    src = np.stack([cols, rows], -1) @ dst_to_src[:, :2].T + dst_to_src[:, 2]
-    src /= stride
-    grid = np.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], -1)
-    grid_t = torch.as_tensor(grid, dtype=z.dtype, device=z.device)[None].expand(z.shape[0], -1, -1, -1)
-    return F.grid_sample(z, grid_t, mode="bilinear", padding_mode="border", align_corners=True)
+
+    def homogeneous(affine: np.ndarray) -> np.ndarray:
+        return np.vstack([affine, [0.0, 0.0, 1.0]])
+
+    to_heatmap = np.diag([1 / stride, 1 / stride, 1.0])
+    # grid_sample's normalised coordinates (align_corners=True): −1 and +1 are the first and last pixel centres
+    to_normalised = np.array([[2 / (w - 1), 0, -1], [0, 2 / (h - 1), -1], [0, 0, 1]])
+    dst_to_src = homogeneous(src_affine) @ np.linalg.inv(homogeneous(dst_affine))  # crop_t → crop_{t−1} pixels
+    theta = to_normalised @ to_heatmap @ dst_to_src @ np.linalg.inv(to_normalised @ to_heatmap)
+    theta_t = torch.as_tensor(theta[:2], dtype=z.dtype, device=z.device)[None].expand(z.shape[0], -1, -1)
+    grid = F.affine_grid(theta_t, list(z.shape), align_corners=True)
+    return F.grid_sample(z, grid, mode="bilinear", padding_mode="border", align_corners=True)
