@@ -124,7 +124,11 @@ def test_metrics_and_plots(project):
     work, _, _ = project
     metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
     for subset in ("easy", "hard"):
-        assert set(metrics["subsets"][subset]) == {"none", "ema", "one_euro", "rwr", "rwr_prox"}
+        methods = metrics["subsets"][subset]
+        assert set(methods) == {"none", "ema", "one_euro", "rwr", "rwr_prox"}
+        assert methods["none"]["nmf_vs_none"] == 1.0
+        assert methods["rwr"]["nmf_vs_none"] == methods["rwr"]["nmf"] / methods["none"]["nmf"]
+    assert metrics["rwr_settings"] == {"iters": 1, "align": True, "frame0_full_solve": True}
     assert metrics["rwr_cost"]["calls_per_frame"]["rwr"] < metrics["rwr_cost"]["calls_per_frame"]["scratch"]
     assert (work / "plots" / "ced.csv").read_text().startswith("nme,scratch,rwr")
     assert json.loads((work / "metrics" / "train.json").read_text())["epochs"] == 1
