@@ -125,7 +125,8 @@ def test_metrics_and_plots(project):
     metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
     for subset in ("easy", "hard"):
         methods = metrics["subsets"][subset]
-        assert set(methods) == {"none", "ema", "one_euro", "rwr", "rwr_prox"}
+        extra = {"ema_hard_tuned", "one_euro_hard_tuned"} if subset == "hard" else set()
+        assert set(methods) == {"none", "ema", "one_euro", "rwr", "rwr_prox"} | extra
         assert methods["none"]["nmf_vs_none"] == 1.0
         assert methods["rwr"]["nmf_vs_none"] == methods["rwr"]["nmf"] / methods["none"]["nmf"]
     assert metrics["rwr_settings"] == {"iters": 1, "align": True, "frame0_full_solve": True}
