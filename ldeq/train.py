@@ -103,7 +103,7 @@ def heatmap_loss(z: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> t
         target: landmarks (B, L, 2) in crop-normalised units; heatmap pixel j sits at j / W (the soft-argmax grid).
         sigma: the Gaussian's standard deviation in heatmap pixels.
     """
-    b, n, hgt, wid = z.shape
+    hgt, wid = z.shape[-2:]
     p = z / (1e-8 + z.sum(dim=(2, 3), keepdim=True))
     cols = torch.arange(wid, dtype=z.dtype, device=z.device)
     rows = torch.arange(hgt, dtype=z.dtype, device=z.device)

@@ -1,7 +1,8 @@
 """Stage `evaluate`: LDEQ on every annotated video, from scratch and with RwR; smoothers tuned on the easy split.
 
 Methods: ``none`` (every frame from scratch), ``ema`` and ``one_euro`` (filters on ``none``), ``rwr`` (the released
-code's warm start, γ = 0) and ``rwr_prox`` (warm start + proximal anchor, γ tuned). Filter constants and γ are tuned
+code's warm start, γ = 0, with z*_{t−1} resampled into the current crop unless ``rwr_align`` is off) and ``rwr_prox``
+(warm start + proximal anchor, γ tuned). Filter constants and γ are tuned
 on easy videos only. The hard subset also gets ``ema_hard_tuned`` and ``one_euro_hard_tuned``: the filters tuned on
 the hard videos themselves, an optimistic bound for a hand-tuned filter. Writes DVC metrics (image NME/FR/AUC on the
 hard frames; video NME and NMF per subset and method; RwR cost) and DVC plots (CED curve, per-video NMF).
