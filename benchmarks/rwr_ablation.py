@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from ldeq.infer import predict_video  # noqa: E402
 from ldeq.metrics import nmf, video_nme  # noqa: E402
 from ldeq.train import load_checkpoint  # noqa: E402
-from pipeline.manifest import boxes_array, points_array, read_table, rows_by_video  # noqa: E402
+from pipeline.manifest import boxes_array, points_array, read_table, rows_by_video, write_json  # noqa: E402
 from pipeline.video import iter_frames  # noqa: E402
 
 VARIANTS = {
@@ -62,8 +62,7 @@ def main() -> int:
                                          "n_videos": len(by_variant[n])} for n, m in means.items()}
     print(json.dumps(result["subsets"], indent=1))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        write_json(args.out, result)
     return 0
 
 

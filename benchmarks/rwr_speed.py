@@ -62,8 +62,9 @@ def main() -> int:
     result["ratio"] = round(result["rwr_ms_per_frame"] / result["scratch_ms_per_frame"], 3)
     print(json.dumps(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        from pipeline.manifest import write_json
+
+        write_json(args.out, result)
     return 0
 
 

@@ -94,8 +94,9 @@ def main() -> int:
     report = {"rows": rows, "summary": summary}
     print(json.dumps(summary))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+        from pipeline.manifest import write_json
+
+        write_json(args.out, report)
     return 0
 
 

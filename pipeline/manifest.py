@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -17,8 +18,8 @@ import pyarrow.parquet as pq
 from pipeline.schemas import SCHEMA_VERSION, schema
 
 __all__ = [
-    "atomic_path", "sha256_file", "write_rows", "write_table", "read_table", "points_array", "boxes_array",
-    "rows_by_video",
+    "atomic_path", "write_json", "sha256_file", "write_rows", "write_table", "read_table", "points_array",
+    "boxes_array", "rows_by_video",
 ]
 
 
@@ -43,6 +44,12 @@ class atomic_path:  # noqa: N801 - used as a context manager like open()
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike[str], payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically (numpy scalars become floats)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, default=float))
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -25,7 +25,7 @@ from ldeq.train import load_checkpoint
 from ldeq.video_eval import apply_filter, objective, score_video, summarize, tune_filter
 from pipeline.cli import setup_logging, stage_parser
 from pipeline.cluster import map_videos, worker_cached
-from pipeline.manifest import atomic_path, boxes_array, points_array, read_table, rows_by_video
+from pipeline.manifest import atomic_path, boxes_array, points_array, read_table, rows_by_video, write_json
 from pipeline.params import stage_params
 from pipeline.video import iter_frames
 
@@ -45,12 +45,6 @@ def _predict(item: dict[str, Any], model_dir: str, stamp: float, rwr_iters: int,
     return {**item, "status": "ok", "scratch": scratch.points, "rwr": {g: r.points for g, r in rwr.items()},
             "calls": {"scratch": scratch.calls.mean(), "rwr": first.calls[1:].mean()},
             "seconds": {"scratch": float(np.median(scratch.seconds)), "rwr": float(np.median(first.seconds[1:]))}}
-
-
-def _write_json(path: str, payload: Any) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                            "calls_per_frame": {m: float(np.mean([r["calls"][m] for r in done]))
                                                for m in ("scratch", "rwr")}}
     metrics["n_videos"] = {"evaluated": len(done), "failed": len(results) - len(done)}
-    _write_json(args.metrics, metrics)
+    write_json(args.metrics, metrics)
     xs, scratch_ced = ced(nme(np.concatenate([r["scratch"] for r in hard]), gt))
     _, rwr_ced = ced(nme(np.concatenate([r["rwr"][0.0] for r in hard]), gt))
     with atomic_path(args.ced) as tmp:

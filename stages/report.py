@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from pipeline.cli import setup_logging, stage_parser
-from pipeline.manifest import atomic_path
+from pipeline.manifest import atomic_path, write_json
 from pipeline.report import build_report
 
 
@@ -24,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1, default=float))
+    write_json(out / "summary.json", summary)
     return 0
 
 

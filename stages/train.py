@@ -19,7 +19,7 @@ from ldeq.train import Augment, LandmarkCrops, train
 from ldeq.wflw_data import WFLWImages
 from pipeline.cli import setup_logging, stage_parser
 from pipeline.cluster import map_videos
-from pipeline.manifest import atomic_path, boxes_array, points_array, read_table, rows_by_video
+from pipeline.manifest import atomic_path, boxes_array, points_array, read_table, rows_by_video, write_json
 from pipeline.params import stage_params
 
 log = logging.getLogger("stages.train")
@@ -78,14 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training LDEQ (%s, %.2f M params) on %d crops (%d from %d videos)", p.profile,
              sum(t.numel() for t in model.parameters()) / 1e6, len(data), len(images), len(loaded))
     history = train(model, data, cfg, args.out, fingerprint=fingerprint)
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.plot) as tmp:
         tmp.write_text("epoch,loss\n" + "".join(f"{h['epoch']},{h['loss']:.6f}\n" for h in history))
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.metrics) as tmp:
-        tmp.write_text(json.dumps({"final_loss": history[-1]["loss"], "epochs": len(history),
-                                   "train_images": len(data), "train_videos": len(loaded),
-                                   "parameters": int(sum(t.numel() for t in model.parameters()))}, indent=1))
+    write_json(args.metrics, {"final_loss": history[-1]["loss"], "epochs": len(history), "train_images": len(data),
+                              "train_videos": len(loaded),
+                              "parameters": int(sum(t.numel() for t in model.parameters()))})
     return 0
 
 
