@@ -4,21 +4,60 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline.cluster import map_videos
-from pipeline.manifest import write_rows
-from pipeline.params import ClusterParams
+from pipeline.manifest import ManifestError, atomic_path, write_rows
+from pipeline.params import ClusterParams, ParamsError, load_params
 
-__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "run_frame_stage", "project_relative"]
+__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "run_frame_stage", "project_relative",
+           "run_stage", "split_timings", "TIMINGS_DIR"]
+
+#: Per-video wall times go here (untracked), not into the DVC-tracked manifests: they differ on every run, and a
+#: tracked output that changes on every run would make ``dvc.lock`` (and ``git status``) dirty after each repro.
+TIMINGS_DIR = Path("logs") / "timings"
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
+def run_stage(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a stage's ``main``; bad params, manifests or missing inputs end in one ``error:`` line and exit 2."""
+    try:
+        return main(argv)
+    except (ParamsError, ManifestError) as err:
+        print(f"error: {err}", file=sys.stderr)
+    except FileNotFoundError as err:
+        print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+    return 2
+
+
+def split_timings(stage: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Move each row's ``seconds`` into ``logs/timings/<stage>.csv`` (untracked) and return the rows without it."""
+    lines = []
+    for row in rows:
+        seconds = row.pop("seconds", None)
+        if seconds is not None:
+            lines.append(f"{row['video_id']},{seconds}\n")
+    if lines:
+        with atomic_path(TIMINGS_DIR / f"{stage}.csv") as tmp:
+            tmp.write_text("video_id,seconds\n" + "".join(sorted(lines)), encoding="utf-8")
+    return rows
+
+
+class _StageParser(argparse.ArgumentParser):
+    """Validates the whole params file right after parsing, so bad params are reported before any work starts."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        load_params(parsed.params)
+        return parsed
+
+
+def stage_parser(description: str | None) -> argparse.ArgumentParser:
     """An argument parser with the options every stage takes (``--params``, ``--log-level``)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = _StageParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     return parser
@@ -69,7 +108,7 @@ def run_frame_stage(stage: str, fn: Callable[..., dict[str, Any]], todo: list[di
                 "rows": []}
 
     results = map_videos(fn, todo, cluster, on_error=on_error, **kwargs)
-    statuses = [dict(row, stage=stage) for row in skipped] + [r["status"] for r in results]
+    statuses = split_timings(stage, [dict(row, stage=stage) for row in skipped] + [r["status"] for r in results])
     write_rows([row for r in results for row in r["rows"]], manifest, out)
     write_rows(sorted(statuses, key=lambda r: r["video_id"]), "video_status", status_out)
     summarize(stage, statuses)

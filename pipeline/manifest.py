@@ -15,12 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.schemas import SCHEMA_VERSION, schema
+from pipeline.schemas import SCHEMA_VERSION, STATUSES, schema
 
 __all__ = [
-    "atomic_path", "write_json", "sha256_file", "write_rows", "write_table", "read_table", "points_array",
-    "boxes_array", "rows_by_video",
+    "ManifestError", "atomic_path", "write_json", "sha256_file", "write_rows", "write_table", "read_table",
+    "points_array", "boxes_array", "rows_by_video",
 ]
+
+
+class ManifestError(ValueError):
+    """A manifest file is missing, unreadable or not the manifest expected; the message names the file."""
 
 
 class atomic_path:  # noqa: N801 - used as a context manager like open()
@@ -70,13 +74,18 @@ def _column(value: Any) -> Any:
 def write_rows(rows: Iterable[Mapping[str, Any]], name: str, path: str | os.PathLike[str]) -> pa.Table:
     """Write ``rows`` (dicts keyed by column) as manifest ``name`` to ``path``, atomically.
 
-    Missing nullable columns become nulls; unknown keys raise ``ValueError``.
+    Missing nullable columns become nulls; unknown keys and statuses outside ``schemas.STATUSES`` raise
+    ``ValueError``.
     """
     sch = schema(name)
     rows = list(rows)
     unknown = {k for r in rows for k in r} - set(sch.names)
     if unknown:
         raise ValueError(f"{name}: unknown columns {sorted(unknown)}")
+    if "status" in sch.names:
+        bad = sorted({str(r.get("status")) for r in rows} - set(STATUSES))
+        if bad:
+            raise ValueError(f"{name}: unknown status value(s) {bad}; allowed: {list(STATUSES)}")
     columns = {f.name: [_column(r.get(f.name)) for r in rows] for f in sch}
     table = pa.Table.from_pydict(columns, schema=sch)
     write_table(table, path)
@@ -90,16 +99,22 @@ def write_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
 
 
 def read_table(path: str | os.PathLike[str], name: str) -> pa.Table:
-    """Read manifest ``name`` from ``path``; raise ``ValueError`` naming the file if it is not that manifest."""
-    table = pq.read_table(path)
+    """Read manifest ``name`` from ``path``; raise :class:`ManifestError` naming the file if it is not that manifest."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found (run the stage that writes it)") from None
+    except (OSError, pa.ArrowException) as err:
+        raise ManifestError(f"{path}: not a readable Parquet manifest: {str(err).splitlines()[0]}") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if meta.get("manifest") != name:
-        raise ValueError(f"{path}: expected a {name!r} manifest, found {meta.get('manifest')!r}")
+        raise ManifestError(f"{path}: expected a {name!r} manifest, found {meta.get('manifest')!r}")
     if meta.get("schema_version", "").split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise ValueError(f"{path}: schema version {meta.get('schema_version')} is not compatible with {SCHEMA_VERSION}")
+        raise ManifestError(
+            f"{path}: schema version {meta.get('schema_version')} is not compatible with {SCHEMA_VERSION}")
     missing = set(schema(name).names) - set(table.column_names)
     if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        raise ManifestError(f"{path}: missing columns {sorted(missing)}")
     return table
 
 

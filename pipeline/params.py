@@ -1,152 +1,242 @@
-"""Typed view of ``params.yaml``: one dataclass per stage, and profile overlays.
+"""Typed, validated view of ``params.yaml``: one pydantic model per stage block, and profile overlays.
 
-``params.yaml`` holds the active values (the embedded demo by default). A profile in ``profiles/`` overrides some of
-them; ``python -m pipeline.params apply profiles/wflw_v.yaml`` writes the merged values back, so that DVC sees which
-keys changed and re-runs only the stages that read them.
+``params.yaml`` is the single source of every value; the models here hold types and constraints only (no
+defaults), are strict (``'false'`` in quotes is not a bool) and forbid unknown keys. A problem is reported as one
+line naming the file, the line, the key and what is wrong (:class:`ParamsError`).
+
+A profile in ``profiles/`` overrides some values; ``python -m pipeline.params apply profiles/wflw_v.yaml`` writes
+the merged values back (after validating them), so that DVC sees which keys changed and re-runs only the stages
+that read them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 __all__ = [
-    "ClusterParams", "DemoParams", "SourcesParams", "DownloadParams", "TrimParams", "FacesParams", "LabelParams",
-    "ScoreParams", "AnnotateParams", "TrainParams", "EvaluateParams", "load", "stage_params", "merge",
+    "ParamsError", "ClusterParams", "DemoParams", "SourcesParams", "DownloadParams", "TrimParams", "FacesParams",
+    "LabelParams", "ScoreParams", "AnnotateParams", "TrainParams", "EvaluateParams", "Params", "PROJECT_PARAMS",
+    "load", "load_params", "stage_params", "merge",
 ]
 
-T = TypeVar("T")
+#: The project's own params file (tests and library helpers use it; stages take ``--params``).
+PROJECT_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 
 
-@dataclass(frozen=True)
-class ClusterParams:
-    scheduler: str | None = None  # address of an existing dask scheduler; None starts a LocalCluster
-    n_workers: int = 2
-    threads_per_worker: int = 1
-    memory_limit: str = "4GiB"
+class ParamsError(ValueError):
+    """A params file is missing, unreadable, or has a bad value; the message is one line naming file and key."""
 
 
-@dataclass(frozen=True)
-class DemoParams:
-    n_clips: int = 24
-    fps: int = 30
-    width: int = 640
-    height: int = 480
-    clip_frames: int = 90
-    lead_frames: int = 24
-    tail_frames: int = 16
-    seed: int = 0
+def _as_tuple(value: Any) -> Any:
+    # YAML has no tuples; sequences are stored as tuples so that params stay immutable and hashable.
+    return tuple(value) if isinstance(value, list) else value
 
 
-@dataclass(frozen=True)
-class SourcesParams:
-    list: str = "data/demo/sources.csv"
-    easy_ids: str | None = None
-    hard_ids: str | None = None
-    allow_file_urls: bool = True
-    strict: bool = True
-    limit: int | None = None
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+StrTuple = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+FloatTuple = Annotated[tuple[float, ...], BeforeValidator(_as_tuple)]
 
 
-@dataclass(frozen=True)
-class DownloadParams:
-    format: str = "bv*[height>=480][ext=mp4]/b[height>=480][ext=mp4]/bv*[ext=mp4]/b[ext=mp4]/bv*/b"
-    retries: int = 3
-    sleep_interval: float = 0.0
-    max_sleep_interval: float = 0.0
-    ratelimit: int | None = None
-    cookiefile: str | None = None
-    allow_file_urls: bool = True
-    timeout: float = 60.0
+class _Block(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class TrimParams:
-    codec: str = "libx264"
-    crf: int = 12
-    preset: str = "veryfast"
+class ClusterParams(_Block):
+    scheduler: str | None  # address of an existing dask scheduler (tcp://host:8786); None starts a LocalCluster
+    n_workers: PosInt
+    threads_per_worker: PosInt
+    memory_limit: str
 
 
-@dataclass(frozen=True)
-class FacesParams:
-    detector: str = "dlib_hog"
-    detect_max_side: int = 640
-    min_score: float = 0.0
-    iou_threshold: float = 0.3
-    max_gap: int = 30
-    max_shift: float = 0.6  # stitching: largest centre jump (in box sides) across a broken track
-    min_track_frames: int = 10
-    smooth_window: int = 7
-    smooth_sigma: float = 5.0  # frames; Gaussian on centre and size after the median (0 = off)
+class DemoParams(_Block):
+    n_clips: PosInt
+    fps: PosInt
+    width: Annotated[int, Field(ge=64, multiple_of=2)]
+    height: Annotated[int, Field(ge=64, multiple_of=2)]
+    clip_frames: PosInt
+    lead_frames: NonNegInt
+    tail_frames: NonNegInt
+    seed: NonNegInt
 
 
-@dataclass(frozen=True)
-class LabelParams:
-    models: tuple[str, ...] = ("dlib_68", "mediapipe_mesh_v2")
+class SourcesParams(_Block):
+    list: str
+    easy_ids: str | None
+    hard_ids: str | None
+    allow_file_urls: bool
+    strict: bool
+    limit: PosInt | None
 
 
-@dataclass(frozen=True)
-class ScoreParams:
-    n_hard: int = 12
-    min_models: int = 2
+class DownloadParams(_Block):
+    format: str
+    retries: NonNegInt
+    sleep_interval: NonNegFloat
+    max_sleep_interval: NonNegFloat
+    ratelimit: PosInt | None
+    cookiefile: str | None
+    allow_file_urls: bool
+    timeout: Annotated[float, Field(gt=0)]
 
 
-@dataclass(frozen=True)
-class AnnotateParams:
-    export_dir: str = "data/wflw_v"
+class TrimParams(_Block):
+    codec: Literal["libx264"]
+    crf: Annotated[int, Field(ge=0, le=51)]
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    profile: str = "demo"  # an ldeq.config profile name; the keys below override it
-    overrides: dict[str, Any] = field(default_factory=dict)
-    frame_stride: int = 3
-    seed: int = 0
-    wflw_annotations: str | None = None  # official list_98pt_rect_attr_train.txt: WFLW stills as a first source
-    wflw_images: str | None = None  # the WFLW_images/ folder those paths are relative to
+class FacesParams(_Block):
+    detector: str
+    detect_max_side: PosInt
+    min_score: float
+    iou_threshold: Fraction
+    max_gap: NonNegInt
+    max_shift: NonNegFloat
+    min_track_frames: PosInt
+    smooth_window: PosInt
+    smooth_sigma: NonNegFloat
 
 
-@dataclass(frozen=True)
-class EvaluateParams:
-    rwr_iters: int = 1
-    max_videos: int | None = None
-    frame0_full_solve: bool = True
-    rwr_align: bool = True  # resample z*_{t-1} into frame t's crop (the released code reuses it as is)
-    rwr_gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # proximal RwR anchors searched on the easy split
-    tune_videos: int = 4  # easy videos used to tune γ
+class LabelParams(_Block):
+    models: StrTuple
 
 
-_STAGES: dict[str, type] = {
-    "cluster": ClusterParams, "demo": DemoParams, "sources": SourcesParams, "download": DownloadParams,
-    "trim": TrimParams, "faces": FacesParams, "label": LabelParams, "score": ScoreParams,
-    "annotate": AnnotateParams, "train": TrainParams, "evaluate": EvaluateParams,
-}
+class ScoreParams(_Block):
+    n_hard: NonNegInt
+    min_models: PosInt
 
 
-def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
-    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(values) - set(names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**converted)
+class AnnotateParams(_Block):
+    export_dir: str
+
+
+class TrainParams(_Block):
+    profile: str  # an ldeq.config profile name; ``overrides`` replace some of its fields
+    overrides: dict[str, Any]
+    frame_stride: PosInt
+    seed: NonNegInt
+    wflw_annotations: str | None  # official list_98pt_rect_attr_train.txt: WFLW stills as a first source
+    wflw_images: str | None  # the WFLW_images/ folder those paths are relative to
+
+
+class EvaluateParams(_Block):
+    rwr_iters: PosInt
+    max_videos: PosInt | None
+    frame0_full_solve: bool
+    rwr_align: bool
+    rwr_gammas: FloatTuple
+    tune_videos: PosInt
+
+
+class Params(_Block):
+    """The whole file: every block must be present."""
+
+    cluster: ClusterParams
+    demo: DemoParams
+    sources: SourcesParams
+    download: DownloadParams
+    trim: TrimParams
+    faces: FacesParams
+    label: LabelParams
+    score: ScoreParams
+    annotate: AnnotateParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at key path ``loc`` (as deep as it exists), for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _describe(path: Path, text: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    key = ".".join(str(x) for x in loc) or "(top level)"
+    line = _line_of(text, loc)
+    where = f"{path}:{line}" if line else str(path)
+    value = f" (got {first['input']!r})" if first["type"] not in ("missing",) and not isinstance(
+        first["input"], dict) else ""
+    more = f" [and {err.error_count() - 1} more problem(s)]" if err.error_count() > 1 else ""
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].lower()
+    return f"{where}: {key}: {message}{value}{more}"
 
 
 def load(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read the raw params mapping."""
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    """Read the raw params mapping; raise :class:`ParamsError` (one line) if the file is missing or not YAML."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{path}: cannot read params file: {err}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParamsError(f"{where}: not valid YAML: {problem}") from None
+    if raw is None:
+        raise ParamsError(f"{path}: params file is empty")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of stage blocks, found {type(raw).__name__}")
+    return raw
 
 
-def stage_params(stage: str, path: str | Path = "params.yaml") -> Any:
-    """Return the typed params of ``stage`` (``"faces"`` → :class:`FacesParams`)."""
+def validate(raw: dict[str, Any], path: str | Path = "params.yaml", text: str | None = None) -> Params:
+    """Validate a raw mapping as a whole params file; raise :class:`ParamsError` naming the first bad key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        source = text if text is not None else yaml.safe_dump(raw, sort_keys=False)
+        raise ParamsError(_describe(Path(path), source, err)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a whole params file."""
     raw = load(path)
-    return _build(_STAGES[stage], raw.get(stage) or {}, f"{path} [{stage}]")
+    return validate(raw, path, Path(path).read_text(encoding="utf-8"))
+
+
+def stage_params(stage: str, path: str | Path = "params.yaml", **overrides: Any) -> Any:
+    """Return the validated params block of ``stage`` (``"faces"`` → :class:`FacesParams`).
+
+    ``overrides`` replace values of that block before validation (tests use it: ``stage_params("trim", crf=0)``).
+    """
+    if stage not in Params.model_fields:
+        raise ParamsError(f"unknown params block {stage!r}; known: {sorted(Params.model_fields)}")
+    if not overrides:
+        return getattr(load_params(path), stage)
+    raw = load(path)
+    raw[stage] = {**(raw.get(stage) or {}), **overrides}
+    return getattr(validate(raw, path), stage)
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -160,17 +250,24 @@ def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Apply a profile overlay to params.yaml, or check params.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    apply = sub.add_parser("apply", help="merge a profile into params.yaml")
+    apply = sub.add_parser("apply", help="merge a profile into params.yaml (written only if the result is valid)")
     apply.add_argument("profile", type=Path)
     apply.add_argument("--params", type=Path, default=Path("params.yaml"))
     check = sub.add_parser("check", help="validate every stage block")
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    if args.cmd == "apply":
-        merged = merge(load(args.params), yaml.safe_load(args.profile.read_text(encoding="utf-8")) or {})
-        args.params.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
-    for stage in _STAGES:
-        stage_params(stage, args.params)
+    try:
+        if args.cmd == "apply":
+            merged = merge(load(args.params), load(args.profile))
+            validate(merged, f"{args.params} + {args.profile}")
+            from pipeline.manifest import atomic_path
+
+            with atomic_path(args.params) as tmp:
+                tmp.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
+        load_params(args.params)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{args.params}: ok")
     return 0
 

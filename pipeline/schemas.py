@@ -19,7 +19,7 @@ __all__ = [
     "SCHEMA_VERSION", "STATUSES", "SCHEMAS", "schema", "POINT", "POINTS",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 #: Status classes a per-video row may carry. ``skipped`` means an upstream stage failed for that video.
 STATUSES = (
@@ -72,7 +72,6 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("fps", pa.float64()),
         pa.field("vcodec", pa.string()),
         pa.field("ytdlp_version", pa.string()),
-        pa.field("seconds", pa.float64()),
     ]),
     "clips": _schema("clips", [
         pa.field("video_id", pa.string(), nullable=False),
@@ -86,7 +85,6 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("height", pa.int32()),
         pa.field("source_time_base", pa.string()),
         pa.field("source_pts", pa.list_(pa.int64())),
-        pa.field("seconds", pa.float64()),
     ]),
     "faces": _schema("faces", [
         pa.field("video_id", pa.string(), nullable=False),
@@ -134,7 +132,6 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("video_id", pa.string(), nullable=False),
         *_status_fields(),
         pa.field("n_frames", pa.int32()),
-        pa.field("seconds", pa.float64()),
     ]),
     "demo_truth": _schema("demo_truth", [
         pa.field("video_id", pa.string(), nullable=False),

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.annotations import video_annotations
-from pipeline.cli import setup_logging, stage_parser
+from pipeline.cli import run_stage, setup_logging, stage_parser
 from pipeline.export import export_wflw_v
 from pipeline.manifest import read_table, rows_by_video, write_rows
 from pipeline.params import stage_params
@@ -46,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

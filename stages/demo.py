@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.cli import setup_logging, stage_parser
+from pipeline.cli import run_stage, setup_logging, stage_parser
 from pipeline.demo.build import build_demo
 from pipeline.params import stage_params
 
@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from pipeline.acquire.download import download_video
-from pipeline.cli import project_relative, setup_logging, stage_parser, summarize
+from pipeline.cli import project_relative, run_stage, setup_logging, split_timings, stage_parser, summarize
 from pipeline.cluster import map_videos
 from pipeline.manifest import read_table, write_rows
 from pipeline.params import stage_params
@@ -27,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         on_error=lambda s, e: {"video_id": s.video_id, "url": s.url, "status": "error", "error": repr(e)},
         out_dir=Path(args.media).resolve(), params=params, root=Path.cwd(),
     )
-    write_rows(project_relative(rows), "downloads", args.out)
+    write_rows(project_relative(split_timings("download", rows)), "downloads", args.out)
     summarize("download", rows)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pipeline.cli import run_frame_stage, setup_logging, skipped_row, stage_parser
+from pipeline.cli import run_frame_stage, run_stage, setup_logging, skipped_row, stage_parser
 from pipeline.faces.process import track_main_face
 from pipeline.manifest import read_table
 from pipeline.params import stage_params
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

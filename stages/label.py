@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Any
 
-from pipeline.cli import run_frame_stage, setup_logging, skipped_row, stage_parser
+from pipeline.cli import run_frame_stage, run_stage, setup_logging, skipped_row, stage_parser
 from pipeline.landmarks.label import available_models, label_video
 from pipeline.manifest import read_table, rows_by_video
 from pipeline.params import stage_params
@@ -46,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.cli import setup_logging, stage_parser
+from pipeline.cli import run_stage, setup_logging, stage_parser
 from pipeline.manifest import atomic_path, write_json
 from pipeline.report import build_report
 
@@ -28,4 +28,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

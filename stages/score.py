@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli import setup_logging, skipped_row, stage_parser, summarize
+from pipeline.cli import run_stage, setup_logging, skipped_row, stage_parser, summarize
 from pipeline.manifest import read_table, rows_by_video, write_rows
 from pipeline.params import stage_params
 from pipeline.uncertainty import frame_consensus, select_subsets, video_score
@@ -29,4 +29,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

@@ -6,7 +6,7 @@ import logging
 import sys
 from dataclasses import asdict
 
-from pipeline.cli import setup_logging, stage_parser
+from pipeline.cli import run_stage, setup_logging, stage_parser
 from pipeline.manifest import write_rows
 from pipeline.params import stage_params
 from pipeline.sources import SourceListError, read_id_lists, read_source_list
@@ -37,4 +37,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

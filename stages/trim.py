@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.acquire.trim import trim_clip
-from pipeline.cli import project_relative, setup_logging, skipped_row, stage_parser, summarize
+from pipeline.cli import project_relative, run_stage, setup_logging, skipped_row, split_timings, stage_parser, summarize
 from pipeline.cluster import map_videos
 from pipeline.manifest import read_table, write_rows
 from pipeline.params import stage_params
@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     rows += map_videos(_trim, todo, stage_params("cluster", args.params),
                        on_error=lambda i, e: {"video_id": i["video_id"], "status": "error", "error": repr(e)},
                        out_dir=Path(args.media).resolve(), params=stage_params("trim", args.params))
-    write_rows(project_relative(sorted(rows, key=lambda r: r["video_id"])), "clips", args.out)
+    rows = split_timings("trim", sorted(rows, key=lambda r: r["video_id"]))
+    write_rows(project_relative(rows), "clips", args.out)
     summarize("trim", rows)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

@@ -1,9 +1,10 @@
 import os
+import uuid
 
 from pipeline.cluster import dask_client, map_videos, worker_cached
-from pipeline.params import ClusterParams
+from pipeline.params import PROJECT_PARAMS, stage_params
 
-CLUSTER = ClusterParams(n_workers=2, threads_per_worker=1, memory_limit="1GiB")
+CLUSTER = stage_params("cluster", PROJECT_PARAMS, n_workers=2, threads_per_worker=1, memory_limit="1GiB")
 
 
 def square_or_fail(item: int) -> dict:
@@ -12,9 +13,18 @@ def square_or_fail(item: int) -> dict:
     return {"video_id": item, "value": item * item, "pid": os.getpid()}
 
 
-def cached_pid(item: int) -> dict:
-    built = worker_cached("pid-object", lambda: object())
-    return {"video_id": item, "pid": os.getpid(), "obj": id(built)}
+BUILDS: list[str] = []  # per process: every factory call appends here
+
+
+def _build_token() -> str:
+    token = uuid.uuid4().hex  # unique per build, unlike id(), which a freed object's successor may reuse
+    BUILDS.append(token)
+    return token
+
+
+def cached_token(item: int) -> dict:
+    token = worker_cached("token", _build_token)
+    return {"video_id": item, "pid": os.getpid(), "token": token, "builds": len(BUILDS)}
 
 
 def test_map_videos_keeps_order_and_turns_failures_into_rows():
@@ -27,18 +37,21 @@ def test_map_videos_keeps_order_and_turns_failures_into_rows():
 
 
 def test_worker_cache_builds_once_per_worker():
-    rows = map_videos(cached_pid, list(range(12)), CLUSTER, on_error=lambda i, e: {})
-    per_worker = {}
+    rows = map_videos(cached_token, list(range(12)), CLUSTER, on_error=lambda i, e: {})
+    assert len(rows) == 12
+    per_worker: dict[int, set[str]] = {}
     for r in rows:
-        per_worker.setdefault(r["pid"], set()).add(r["obj"])
-    assert all(len(objs) == 1 for objs in per_worker.values())
+        per_worker.setdefault(r["pid"], set()).add(r["token"])
+    assert all(len(tokens) == 1 for tokens in per_worker.values())  # one object per worker process
+    assert all(r["builds"] == 1 for r in rows)  # the factory ran exactly once in each worker
+    assert len({t for tokens in per_worker.values() for t in tokens}) == len(per_worker)
 
 
 def test_existing_scheduler_address_is_used():
     from dask.distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        params = ClusterParams(scheduler=cluster.scheduler_address)
+        params = stage_params("cluster", PROJECT_PARAMS, scheduler=cluster.scheduler_address)
         with dask_client(params) as client:
             assert client.scheduler.address == cluster.scheduler_address
         rows = map_videos(square_or_fail, [2, 4], params, on_error=lambda i, e: {})

@@ -2,7 +2,7 @@ import numpy as np
 
 from conftest import frame_index, ramp_video
 from pipeline.acquire.trim import trim_clip
-from pipeline.params import TrimParams
+from pipeline.params import PROJECT_PARAMS, stage_params
 from pipeline.video import iter_frames, probe, read_frames
 
 
@@ -17,7 +17,7 @@ def test_writer_and_probe(tmp_path):
 
 def test_trim_is_frame_exact(tmp_path):
     src = ramp_video(tmp_path / "src.mp4", 60)
-    row = trim_clip("clip", src, 17, 41, tmp_path / "clips", TrimParams(crf=0))
+    row = trim_clip("clip", src, 17, 41, tmp_path / "clips", stage_params("trim", PROJECT_PARAMS, crf=0))
     assert row["status"] == "ok", row["error"]
     assert row["n_frames"] == 25
     assert len(row["source_pts"]) == 25 and row["source_pts"] == sorted(row["source_pts"])
@@ -27,7 +27,7 @@ def test_trim_is_frame_exact(tmp_path):
 
 def test_trim_window_past_end_is_a_status_row(tmp_path):
     src = ramp_video(tmp_path / "src.mp4", 20)
-    row = trim_clip("clip", src, 10, 30, tmp_path / "clips", TrimParams())
+    row = trim_clip("clip", src, 10, 30, tmp_path / "clips", stage_params("trim", PROJECT_PARAMS))
     assert row["status"] == "bad_window"
     assert "source has 20 decoded frames" in row["error"] and str(src) in row["error"]
     assert not (tmp_path / "clips" / "clip.mp4").exists()
@@ -36,7 +36,7 @@ def test_trim_window_past_end_is_a_status_row(tmp_path):
 def test_trim_undecodable_file_is_a_status_row(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
-    row = trim_clip("clip", bad, 0, 3, tmp_path / "clips", TrimParams())
+    row = trim_clip("clip", bad, 0, 3, tmp_path / "clips", stage_params("trim", PROJECT_PARAMS))
     assert row["status"] == "decode_error"
     assert str(bad) in row["error"]
 

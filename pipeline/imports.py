@@ -1,0 +1,112 @@
+"""Which project files a stage runs: the import closure of its module, for complete DVC dependencies.
+
+A DVC stage re-runs only when one of its ``deps`` changes, so every project module a stage imports (directly, lazily
+inside a function, or through another module) must be covered by a dep, or ``dvc repro`` serves stale results.
+``python -m pipeline.imports`` prints, per stage of ``dvc.yaml``, the files its deps miss; the test suite asserts that
+the list is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+import yaml
+
+__all__ = ["PROJECT_PACKAGES", "module_file", "import_closure", "stage_modules", "uncovered"]
+
+PROJECT_PACKAGES = ("pipeline", "stages", "ldeq")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def module_file(module: str, root: Path = ROOT) -> Path | None:
+    """The source file of project module ``module`` (``a.b`` → ``a/b.py`` or ``a/b/__init__.py``), if any."""
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    """Every module name ``path`` imports anywhere in its body (function-level imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                name = f"{base}.{node.module}" if node.module else base
+            else:
+                name = node.module or ""
+            found.add(name)
+            # ``from pkg import mod`` imports the submodule when it is one
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+def import_closure(module: str, root: Path = ROOT) -> set[Path]:
+    """Project files executed when ``module`` is imported: its file, parents' ``__init__``s and all imports."""
+    seen: set[str] = set()
+    files: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or name.split(".")[0] not in PROJECT_PACKAGES:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+            todo.append(".".join(parts[:i]))
+        path = module_file(name, root)
+        if path is None:
+            continue
+        files.add(path.relative_to(root))
+        todo.extend(_imported_modules(path, name))
+    return files
+
+
+def stage_modules(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, tuple[str, list[str]]]:
+    """``{stage: (module run by its cmd, deps)}`` for every ``python -m`` stage of ``dvc.yaml``."""
+    spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))
+    out = {}
+    for name, stage in spec["stages"].items():
+        words = stage["cmd"].split()
+        if "-m" in words:
+            out[name] = (words[words.index("-m") + 1], [str(d) for d in stage.get("deps", [])])
+    return out
+
+
+def uncovered(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, list[str]]:
+    """Per stage, the imported project files that none of its deps (a file or a folder above it) covers."""
+    missing = {}
+    for stage, (module, deps) in stage_modules(dvc_yaml).items():
+        dep_paths = [Path(d.rstrip("/")) for d in deps]
+        files = import_closure(module, dvc_yaml.parent)
+        gaps = sorted(str(f) for f in files if not any(f == d or d in f.parents for d in dep_paths))
+        if gaps:
+            missing[stage] = gaps
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="List project files that a dvc.yaml stage imports but does not "
+                                                 "depend on.")
+    parser.add_argument("--dvc-yaml", type=Path, default=ROOT / "dvc.yaml")
+    args = parser.parse_args(argv)
+    gaps = uncovered(args.dvc_yaml)
+    for stage, files in gaps.items():
+        print(f"{args.dvc_yaml}: stage {stage}: deps miss {', '.join(files)}")
+    if not gaps:
+        print(f"{args.dvc_yaml}: every stage's deps cover its imports")
+    return 1 if gaps else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
