@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["PROJECT_PACKAGES", "module_file", "import_closure", "stage_modules", "uncovered"]
+__all__ = ["PROJECT_PACKAGES", "module_file", "import_closure", "stage_modules", "uncovered", "stale", "write_deps"]
 
 PROJECT_PACKAGES = ("pipeline", "stages", "ldeq")
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,14 +95,53 @@ def uncovered(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, list[str]]:
     return missing
 
 
+def _is_code(dep: str) -> bool:
+    """A module or package folder of the project (other files inside packages, e.g. JSON, are data deps)."""
+    return dep.split("/")[0] in PROJECT_PACKAGES and (dep.endswith(".py") or "." not in dep.rsplit("/", 1)[-1])
+
+
+def stale(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, list[str]]:
+    """Per stage, code deps that do not exist (a renamed module) — DVC refuses to run such a stage."""
+    gaps = {}
+    for stage, (_, deps) in stage_modules(dvc_yaml).items():
+        missing = [d for d in deps if _is_code(d) and not (dvc_yaml.parent / d).exists()]
+        if missing:
+            gaps[stage] = missing
+    return gaps
+
+
+def write_deps(dvc_yaml: Path = ROOT / "dvc.yaml") -> None:
+    """Rewrite each stage's code deps as exactly its import closure (data deps are kept, in order, first)."""
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 120
+    rt.indent(mapping=2, sequence=4, offset=2)
+    spec = rt.load(dvc_yaml)
+    for stage, (module, _) in stage_modules(dvc_yaml).items():
+        deps = spec["stages"][stage]["deps"]
+        data = [d for d in deps if not _is_code(str(d))]
+        code = sorted(str(f) for f in import_closure(module, dvc_yaml.parent))
+        deps.clear()
+        deps.extend(code + data)
+    rt.dump(spec, dvc_yaml)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="List project files that a dvc.yaml stage imports but does not "
                                                  "depend on.")
     parser.add_argument("--dvc-yaml", type=Path, default=ROOT / "dvc.yaml")
+    parser.add_argument("--write", action="store_true", help="rewrite every stage's code deps as its import closure")
     args = parser.parse_args(argv)
+    if args.write:
+        write_deps(args.dvc_yaml)
     gaps = uncovered(args.dvc_yaml)
     for stage, files in gaps.items():
         print(f"{args.dvc_yaml}: stage {stage}: deps miss {', '.join(files)}")
+    for stage, files in stale(args.dvc_yaml).items():
+        print(f"{args.dvc_yaml}: stage {stage}: deps do not exist: {', '.join(files)}")
+        gaps[stage] = files
     if not gaps:
         print(f"{args.dvc_yaml}: every stage's deps cover its imports")
     return 1 if gaps else 0

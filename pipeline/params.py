@@ -66,6 +66,8 @@ class DemoParams(_Block):
     lead_frames: NonNegInt
     tail_frames: NonNegInt
     seed: NonNegInt
+    n_rolled: NonNegInt
+    n_exits: NonNegInt
 
 
 class SourcesParams(_Block):
@@ -82,16 +84,22 @@ class DownloadParams(_Block):
     retries: NonNegInt
     sleep_interval: NonNegFloat
     max_sleep_interval: NonNegFloat
+    backoff: NonNegFloat
+    backoff_max: NonNegFloat
+    max_seconds: Annotated[float, Field(gt=0)]
+    max_bytes: PosInt
     ratelimit: PosInt | None
     cookiefile: str | None
     allow_file_urls: bool
     timeout: Annotated[float, Field(gt=0)]
+    licenses: StrTuple | None
 
 
 class TrimParams(_Block):
     codec: Literal["libx264"]
     crf: Annotated[int, Field(ge=0, le=51)]
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+    seek: bool
 
 
 class FacesParams(_Block):

@@ -25,6 +25,7 @@ SCHEMA_VERSION = "2.0"
 STATUSES = (
     "ok", "unavailable", "private", "geo", "forbidden", "rate_limited", "needs_auth", "network_error",
     "download_error", "decode_error", "bad_window", "no_face", "model_error", "skipped", "error",
+    "server_error", "timeout", "truncated", "too_large", "no_video_stream", "unsupported", "licence_filtered",
 )
 
 POINT = pa.list_(pa.float32(), 2)
@@ -72,7 +73,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("fps", pa.float64()),
         pa.field("vcodec", pa.string()),
         pa.field("ytdlp_version", pa.string()),
-    ]),
+        pa.field("attempts", pa.int16()),
+        pa.field("license", pa.string()),
+        pa.field("uploader", pa.string()),
+        pa.field("upload_date", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("webpage_url", pa.string()),
+    ], attempts="yt-dlp runs for this video (retries of transient failures included)",
+        provenance="license, uploader, upload_date (YYYYMMDD), title, webpage_url as yt-dlp reports them"),
     "clips": _schema("clips", [
         pa.field("video_id", pa.string(), nullable=False),
         *_status_fields(),
@@ -85,7 +93,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("height", pa.int32()),
         pa.field("source_time_base", pa.string()),
         pa.field("source_pts", pa.list_(pa.int64())),
-    ]),
+        pa.field("source_width", pa.int32()),
+        pa.field("source_height", pa.int32()),
+        pa.field("decode_mode", pa.string()),
+        pa.field("decode_note", pa.string()),
+    ], decode_mode="seek (keyframe before the window, frames matched by PTS index) | sequential (from frame 0)",
+        padding="an odd source width/height is padded by one replicated column/row at the right/bottom"),
     "faces": _schema("faces", [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("frame", pa.int32(), nullable=False),
@@ -138,10 +151,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("frame", pa.int32(), nullable=False),
         pa.field("media", pa.string(), nullable=False),
         pa.field("difficulty", pa.int8(), nullable=False),
+        pa.field("scenario", pa.string(), nullable=False),
         pa.field("has_truth", pa.bool_(), nullable=False),
+        pa.field("visible", pa.bool_()),
         *BOX,
         pa.field("landmarks", POINTS),
-    ], landmark_scheme="wflw98",
+    ], landmark_scheme="wflw98", scenario="camera | rolled (clean, head rolled 20-45°) | exit (face leaves, returns)",
+        visible="at least half of the true face box lies inside the frame",
         reference="landmarks measured on the clean still by the pseudo-label ensemble, carried through the known warp"),
 }
 

