@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cluster import map_videos
-from pipeline.manifest import ManifestError, atomic_path, write_rows
+from pipeline.manifest import ManifestError, atomic_path, float_provenance, write_rows
 from pipeline.params import ClusterParams, ParamsError, load_params
 
 __all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "run_frame_stage", "project_relative",
@@ -109,6 +109,7 @@ def run_frame_stage(stage: str, fn: Callable[..., dict[str, Any]], todo: list[di
 
     results = map_videos(fn, todo, cluster, on_error=on_error, **kwargs)
     statuses = split_timings(stage, [dict(row, stage=stage) for row in skipped] + [r["status"] for r in results])
-    write_rows([row for r in results for row in r["rows"]], manifest, out)
+    # per-frame rows come from float models: record what produced them (see float_provenance)
+    write_rows([row for r in results for row in r["rows"]], manifest, out, metadata=float_provenance())
     write_rows(sorted(statuses, key=lambda r: r["video_id"]), "video_status", status_out)
     summarize(stage, statuses)

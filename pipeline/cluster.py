@@ -24,17 +24,42 @@ _LOCAL_CACHE: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
+#: Every numeric library in a worker runs one thread: results of float reductions depend on how work is split
+#: across threads, and dask already runs one task per core. Set before the libraries load (LocalCluster workers
+#: inherit it) and again by :func:`pin_threads` on workers of an external cluster.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                     "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+
+
+def pin_threads() -> None:
+    """One thread for torch and OpenCV in this process (onnxruntime and LiteRT sessions set theirs when built)."""
+    import os
+
+    os.environ.update(SINGLE_THREAD_ENV)
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 @contextmanager
 def dask_client(params: ClusterParams) -> Iterator[Client]:
-    """Connect to ``params.scheduler`` if set, else start (and later stop) a LocalCluster of worker processes."""
+    """Connect to ``params.scheduler`` if set, else start (and later stop) a LocalCluster of worker processes.
+
+    Every worker gets :func:`pin_threads`, so results do not depend on the worker's core count.
+    """
     if params.scheduler:
         log.info("connecting to dask scheduler %s", params.scheduler)
         with Client(params.scheduler) as client:
+            client.run(pin_threads)
             yield client
         return
     with LocalCluster(n_workers=params.n_workers, threads_per_worker=params.threads_per_worker,
-                      processes=True, memory_limit=params.memory_limit, dashboard_address=None) as cluster:
+                      processes=True, memory_limit=params.memory_limit, dashboard_address=None,
+                      env=SINGLE_THREAD_ENV) as cluster:
         with Client(cluster) as client:
+            client.run(pin_threads)
             yield client
 
 

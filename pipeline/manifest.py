@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from pipeline.schemas import SCHEMA_VERSION, STATUSES, schema
 
 __all__ = [
-    "ManifestError", "atomic_path", "write_json", "sha256_file", "write_rows", "write_table", "read_table",
-    "points_array", "boxes_array", "rows_by_video",
+    "ManifestError", "float_provenance", "atomic_path", "write_json", "sha256_file", "write_rows", "write_table",
+    "read_table", "points_array", "boxes_array", "rows_by_video",
 ]
 
 
@@ -71,8 +71,39 @@ def _column(value: Any) -> Any:
     return value
 
 
-def write_rows(rows: Iterable[Mapping[str, Any]], name: str, path: str | os.PathLike[str]) -> pa.Table:
+#: Packages whose float kernels produce model outputs; their versions are pinned by requirements.lock.
+_MODEL_RUNTIMES = ("numpy", "opencv-python", "onnxruntime", "ai-edge-litert", "torch", "dlib-bin", "av")
+
+
+def float_provenance() -> dict[str, str]:
+    """What produced a float-model manifest: runtime package versions and the CPU's SIMD features.
+
+    Model runtimes (onnxruntime, LiteRT/XNNPACK, torch) pick kernels by CPU feature at run time, so their outputs can
+    differ in the last bits between machines; the metadata says which machine a manifest came from, and
+    ``python -m pipeline.compare`` tells whether two runs agree within the stated tolerance.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in _MODEL_RUNTIMES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+
+        features = sorted(k for k, on in __cpu_features__.items() if on)
+    except ImportError:  # another numpy layout: say so rather than guess
+        features = ["unknown"]
+    return {"produced_by": json.dumps(versions, sort_keys=True), "cpu_features": ",".join(features)}
+
+
+def write_rows(rows: Iterable[Mapping[str, Any]], name: str, path: str | os.PathLike[str],
+               metadata: Mapping[str, str] | None = None) -> pa.Table:
     """Write ``rows`` (dicts keyed by column) as manifest ``name`` to ``path``, atomically.
+
+    ``metadata`` is added to the schema's metadata (e.g. :func:`float_provenance` for model outputs).
 
     Missing nullable columns become nulls; unknown keys and statuses outside ``schemas.STATUSES`` raise
     ``ValueError``.
@@ -87,6 +118,8 @@ def write_rows(rows: Iterable[Mapping[str, Any]], name: str, path: str | os.Path
         if bad:
             raise ValueError(f"{name}: unknown status value(s) {bad}; allowed: {list(STATUSES)}")
     columns = {f.name: [_column(r.get(f.name)) for r in rows] for f in sch}
+    if metadata:
+        sch = sch.with_metadata({**sch.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}})
     table = pa.Table.from_pydict(columns, schema=sch)
     write_table(table, path)
     return table

@@ -14,12 +14,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.models_store import cache_dir
 from pipeline.schemas import SCHEMAS
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["demo", "sources", "download", "trim", "faces", "label", "score", "annotate", "train", "evaluate", "report"]
+DATASET_STAGES = STAGES[: STAGES.index("annotate") + 1]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -146,6 +148,34 @@ def test_second_repro_changes_nothing(project):
     assert "Running stage" not in log
     assert time.monotonic() - started < 60
     assert "up to date" in run(["dvc", "status"], work, env)
+
+
+def lock_outs(work: Path, stages: list[str]) -> dict[str, dict[str, str]]:
+    """``{stage: {out path: md5}}`` from a project's dvc.lock."""
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    return {s: {o["path"]: o["md5"] for o in lock[s]["outs"]} for s in stages}
+
+
+@pytest.mark.chain
+def test_dataset_is_identical_with_one_worker_and_code_edits_invalidate(project, tmp_path):
+    """The same dataset from 1 worker as from 2 (byte for byte); editing consensus code invalidates its users."""
+    work, env, _ = project
+    twin = tmp_path / "twin"
+    shutil.copytree(work, twin, symlinks=True)
+    raw = yaml.safe_load((twin / "params.yaml").read_text())
+    raw["cluster"]["n_workers"] = 1
+    (twin / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    twin_env = {**env, "PYTHONPATH": str(twin)}
+    log = run(["dvc", "repro", "--force", "annotate"], twin, twin_env)
+    assert all(f"Running stage '{s}'" in log for s in DATASET_STAGES)
+    assert lock_outs(twin, DATASET_STAGES) == lock_outs(work, DATASET_STAGES)
+    with (twin / "pipeline" / "landmarks" / "consensus.py").open("a") as fh:
+        fh.write("# an edit\n")
+    status = run(["dvc", "status"], twin, twin_env)
+    changed = {line.rstrip(":").strip() for line in status.splitlines() if line.endswith(":") and
+               not line.startswith("\t") and not line.startswith(" ")}
+    assert {"annotate", "train", "evaluate", "report"} <= changed
+    assert not changed & {"demo", "sources", "download", "trim", "faces"}
 
 
 @pytest.mark.chain
