@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ldeq.checkpoint import load_checkpoint  # noqa: E402
 from ldeq.infer import predict_video  # noqa: E402
 from ldeq.metrics import nmf, video_nme  # noqa: E402
-from ldeq.train import load_checkpoint  # noqa: E402
 from pipeline.manifest import boxes_array, points_array, read_table, rows_by_video, write_json  # noqa: E402
 from pipeline.video import iter_frames  # noqa: E402
 

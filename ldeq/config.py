@@ -17,7 +17,7 @@ class LDEQConfig:
 
     Model defaults are the released WFLW checkpoint's (``polo5/LDEQ_RwR``): 256 input, 64×64 heatmaps, injection
     width 264 growing by 24 per hourglass level, GroupNorm(8) in the cell, β = 0.3, Anderson(m=6, λ=1e-4), 5 iterations,
-    stop at relative residual 1e-4, one extra step after the solver.
+    stop at relative residual 1e-4, one extra step after the solver; crops of 1.2 × the box, ImageNet normalisation.
     """
 
     num_landmarks: int = 98
@@ -52,6 +52,11 @@ class LDEQConfig:
     heatmap_reg: float = 0.0
     heatmap_sigma: float = 1.0  # the target Gaussian's σ, in heatmap pixels
     seed: int = 2
+    # crop convention (WFLW-V): square of side crop_scale × the box's longer side, then ImageNet mean/std on RGB in
+    # [0, 1]; written to config.json so that a checkpoint carries the preprocessing it was trained with
+    crop_scale: float = 1.2
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
     @property
     def heatmap_size(self) -> int:

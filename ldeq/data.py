@@ -12,9 +12,10 @@ from ldeq.crop import crop_image, crop_transform, to_crop
 __all__ = ["crop_sample", "read_wflw_v_video", "video_crops"]
 
 
-def crop_sample(rgb: np.ndarray, box: np.ndarray, points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def crop_sample(rgb: np.ndarray, box: np.ndarray, points: np.ndarray, size: int,
+                scale: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
     """Crop a frame with the WFLW-V transform; return the crop (size, size, 3) and points in crop pixels."""
-    affine = crop_transform(box, size)
+    affine = crop_transform(box, size, scale)
     return crop_image(rgb, affine, size), to_crop(points, affine).astype(np.float32)
 
 
@@ -40,11 +41,11 @@ def read_wflw_v_video(root: str | Path, video_id: str) -> tuple[np.ndarray, np.n
 
 
 def video_crops(video: str | Path, boxes: np.ndarray, landmarks: np.ndarray, frames: list[int],
-                size: int) -> tuple[np.ndarray, np.ndarray]:
+                size: int, scale: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
     """Crops (N, size, size, 3) uint8 and crop-pixel landmarks (N, 98, 2) for the given frame ordinals."""
     decoded = _decode(Path(video), set(frames))
     missing = [f for f in frames if f not in decoded]
     if missing:
         raise ValueError(f"{video}: frames {missing[:5]} are past the end ({len(decoded)} decoded)")
-    pairs = [crop_sample(decoded[f], boxes[i], landmarks[i], size) for i, f in enumerate(frames)]
+    pairs = [crop_sample(decoded[f], boxes[i], landmarks[i], size, scale) for i, f in enumerate(frames)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

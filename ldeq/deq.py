@@ -12,16 +12,18 @@ All modes but ``unrolled`` keep training memory independent of the number of sol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 
+from ldeq.config import LDEQConfig
 from ldeq.solvers import SolverInfo, solve
 
 if TYPE_CHECKING:
     from ldeq.model import LDEQ
 
-__all__ = ["equilibrium", "GRAD_MODES"]
+__all__ = ["equilibrium", "solve_equilibrium", "GRAD_MODES"]
 
 GRAD_MODES = ("phantom", "jfb", "implicit", "unrolled")
 
@@ -29,14 +31,26 @@ GRAD_MODES = ("phantom", "jfb", "implicit", "unrolled")
 def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int | None = None,
                 grad: str | None = None, anchor: torch.Tensor | None = None, gamma: float = 0.0,
                 solver: str | None = None) -> tuple[torch.Tensor, SolverInfo]:
-    """Return the (post extra-step) equilibrium z and solver info; differentiable in training mode.
+    """Return the (post extra-step) equilibrium z of ``model``'s cell and solver info; differentiable in training mode.
 
-    With an ``anchor`` and ``gamma > 0`` the map becomes the proximal one, (f(z) + γ·anchor) / (1 + γ), whose fixed
-    point solves min ‖z − f(z)‖² + γ‖z − anchor‖² to first order: RwR's constrained reading of the DEQ.
-    ``solver`` overrides ``cfg.solver`` (RwR's warm steps are plain fixed-point steps: 1 + 1 calls per frame).
+    See :func:`solve_equilibrium`; the cell, the config and the mode (``model.training``) come from ``model``.
     """
-    cfg = model.cfg
-    cell = model.deq_layer.cell
+    return solve_equilibrium(model.deq_layer.cell, model.cfg, x, z0, training=model.training, max_iters=max_iters,
+                             grad=grad, anchor=anchor, gamma=gamma, solver=solver)
+
+
+def solve_equilibrium(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cfg: LDEQConfig, x: torch.Tensor,
+                      z0: torch.Tensor, *, training: bool, max_iters: int | None = None, grad: str | None = None,
+                      anchor: torch.Tensor | None = None, gamma: float = 0.0,
+                      solver: str | None = None) -> tuple[torch.Tensor, SolverInfo]:
+    """The equilibrium z = cell(z, x) (after the extra step) and solver info, for any cell.
+
+    Solver, tolerance, extra step and gradient settings come from ``cfg``; gradients are tracked when ``training``
+    and autograd is on. With an ``anchor`` and ``gamma > 0`` the map becomes the proximal one,
+    (f(z) + γ·anchor) / (1 + γ), whose fixed point solves min ‖z − f(z)‖² + γ‖z − anchor‖² to first order: RwR's
+    constrained reading of the DEQ. ``solver`` overrides ``cfg.solver`` (RwR's warm steps are plain fixed-point steps:
+    1 + 1 calls per frame).
+    """
     iters = cfg.max_iters if max_iters is None else max_iters
     grad = grad or cfg.grad
     if grad not in GRAD_MODES:
@@ -50,7 +64,7 @@ def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int |
     def f(z: torch.Tensor) -> torch.Tensor:
         return cell_map(z, x)
 
-    tracking = torch.is_grad_enabled() and model.training
+    tracking = torch.is_grad_enabled() and training
     if tracking and grad == "unrolled":
         z, info = z0, SolverInfo()
         for _ in range(iters + int(cfg.extra_step)):

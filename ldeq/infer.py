@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from ldeq.crop import crop_image, crop_transform, from_crop, normalize_image
+from ldeq.crop import from_crop, network_input
 from ldeq.model import LDEQ
 
 __all__ = ["VideoPrediction", "predict_video", "warp_heatmaps"]
@@ -34,10 +34,13 @@ def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, 
     Args:
         model: an LDEQ in eval mode.
         frames: RGB frames (H, W, 3) uint8, in order.
-        boxes: (F, 4) face boxes; each frame is cropped from its own box (WFLW-V crop).
+        boxes: (F, 4) face boxes; each frame is cropped from its own box with the model's crop convention
+            (``cfg.crop_scale``, ``cfg.mean``/``cfg.std``), as the released evaluation does
+            (:func:`ldeq.crop.network_input`).
         rwr: warm-start frame t from z*_{t−1} and run ``rwr_iters`` fixed-point iterations (+ the extra step), whatever
             the model's solver: Anderson needs two calls before its first accelerated step, fpi gives 1 + 1 calls.
-        frame0_full_solve: give frame 0 the full solver budget (the released code under-converges it).
+        frame0_full_solve: give frame 0 the full solver budget (the released code runs every frame, frame 0
+            included, with ``rwr_max_iters``; ``False`` reproduces that).
         rwr_gamma: 0 reproduces the released code (warm start + early stop only); γ > 0 also anchors each frame's
             map to the previous equilibrium, z ← (f(z) + γ z*_{t−1}) / (1 + γ), the proximal reading of RwR.
         rwr_align: resample z*_{t−1} from frame t−1's crop into frame t's before using it. Each frame is cropped from
@@ -45,14 +48,15 @@ def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, 
             landmarks were in the *previous* crop: every box step then becomes a landmark step.
     """
     model.eval()
-    size = model.cfg.input_size
+    cfg = model.cfg
+    size = cfg.input_size
     device = next(model.parameters()).device
     points, calls, seconds = [], [], []
     z_prev: torch.Tensor | None = None
     prev_affine: np.ndarray | None = None
     for t, rgb in enumerate(frames):
-        affine = crop_transform(boxes[t], size)
-        image = torch.from_numpy(normalize_image(crop_image(rgb, affine, size)))[None].to(device)
+        chw, affine = network_input(rgb, boxes[t], size, cfg.crop_scale, cfg.mean, cfg.std)
+        image = torch.from_numpy(chw)[None].to(device)
         _synchronize(device)
         started = time.perf_counter()
         if rwr and rwr_align and z_prev is not None:

@@ -1,13 +1,14 @@
 """The LDEQ model: stem (input injection), equilibrium cell (hourglass), heatmap normalisation, soft-argmax.
 
-Module names follow the released checkpoints (``tail``, ``deq_layer.cell.{tail,hourglass,head}``) so their state
-dicts load with :func:`load_official_state_dict`.
+Module names, shapes and order follow the released checkpoints (``polo5/LDEQ_RwR``, ``models/ldeq.py``): ``tail``,
+``deq_layer.cell.{tail,hourglass,head.conv}``, the hourglass's up path numbered from the bottleneck upwards; the
+normalisation and soft-argmax carry no state. Their state dicts load with
+:func:`ldeq.checkpoint.load_official_state_dict`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from ldeq.config import LDEQConfig
 from ldeq.solvers import SolverInfo
 
 __all__ = ["ConvBlock", "Hourglass", "Cell", "DEQLayer", "LDEQ", "LDEQOutput", "normalize_heatmaps",
-           "soft_argmax", "load_official_state_dict"]
+           "soft_argmax"]
 
 class ConvBlock(nn.Module):
     """Conv2d (bias, same padding) → LeakyReLU → norm. The activation comes before the norm, as released."""
@@ -39,25 +40,29 @@ class ConvBlock(nn.Module):
 
 
 class Hourglass(nn.Module):
-    """Hourglass with ``levels`` levels; widths ``w, w + inc, w + 2 inc, ...``.
+    """Hourglass with ``levels`` levels; widths ``w0 = w, w1 = w + inc, ..., w_levels``.
 
-    Down level i: ``same{i}`` (3×3, kept as skip) → AvgPool 2 → ``upchan{i}`` (3×3, +inc channels).
-    Bottleneck ``bottlneck`` (3×3). Up level i: ``downchan{2i-1}`` (3×3, −inc) → nearest ×2 → concat skip →
-    ``downchan{2i}`` (1×1, 2w→w) → residual ``same{levels+i}`` (5×5).
+    Down level i = 1..levels (from the top): ``same{i}`` (3×3 at w_{i−1}, kept as skip) → AvgPool 2 →
+    ``upchan{i}`` (3×3, w_{i−1} → w_i). Bottleneck ``bottlneck`` (3×3 at w_levels, spelled as released).
+    Up level j = 1..levels, numbered from the bottleneck upwards as in the released code (j = 1 works at w_{levels−1}):
+    ``downchan{2j−1}`` (3×3, w_{levels−j+1} → w_{levels−j}) → nearest ×2 → concat [skip, upsampled] →
+    ``downchan{2j}`` (1×1, 2·w_{levels−j} → w_{levels−j}) → residual ``same{levels+j}`` (5×5).
     """
 
     def __init__(self, width: int, increment: int, levels: int = 4, groups: int = 8) -> None:
         super().__init__()
         self.levels = levels
         widths = [width + increment * i for i in range(levels + 1)]
+        # registered in the released order (down path, bottleneck, up path), so state dicts list keys as released
         for i in range(1, levels + 1):
-            w_in, w_out = widths[i - 1], widths[i]
-            setattr(self, f"same{i}", ConvBlock(w_in, w_in, 3, groups=groups))
-            setattr(self, f"upchan{i}", ConvBlock(w_in, w_out, 3, groups=groups))
-            setattr(self, f"downchan{2 * i - 1}", ConvBlock(w_out, w_in, 3, groups=groups))
-            setattr(self, f"downchan{2 * i}", ConvBlock(2 * w_in, w_in, 1, groups=groups))
-            setattr(self, f"same{levels + i}", ConvBlock(w_in, w_in, 5, groups=groups))
+            setattr(self, f"same{i}", ConvBlock(widths[i - 1], widths[i - 1], 3, groups=groups))
+            setattr(self, f"upchan{i}", ConvBlock(widths[i - 1], widths[i], 3, groups=groups))
         self.bottlneck = ConvBlock(widths[-1], widths[-1], 3, groups=groups)
+        for j in range(1, levels + 1):
+            w_in, w_out = widths[levels - j + 1], widths[levels - j]
+            setattr(self, f"downchan{2 * j - 1}", ConvBlock(w_in, w_out, 3, groups=groups))
+            setattr(self, f"downchan{2 * j}", ConvBlock(2 * w_out, w_out, 1, groups=groups))
+            setattr(self, f"same{levels + j}", ConvBlock(w_out, w_out, 5, groups=groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -66,11 +71,12 @@ class Hourglass(nn.Module):
             skips.append(skip)
             x = getattr(self, f"upchan{i}")(F.avg_pool2d(skip, 2))
         x = self.bottlneck(x)
-        for i in range(self.levels, 0, -1):
-            x = getattr(self, f"downchan{2 * i - 1}")(x)
-            x = torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skips[i - 1]], dim=1)
-            x = getattr(self, f"downchan{2 * i}")(x)
-            x = getattr(self, f"same{self.levels + i}")(x) + x
+        for j in range(1, self.levels + 1):
+            x = getattr(self, f"downchan{2 * j - 1}")(x)
+            # the skip comes first in the concatenation, as released: downchan{2j}'s input channels depend on it
+            x = torch.cat([skips[self.levels - j], F.interpolate(x, scale_factor=2, mode="nearest")], dim=1)
+            x = getattr(self, f"downchan{2 * j}")(x)
+            x = getattr(self, f"same{self.levels + j}")(x) + x
         return x
 
 
@@ -99,7 +105,8 @@ def soft_argmax(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Cell(nn.Module):
-    """f(z, x): fuse z with the injection, hourglass, 1×1 head, heatmap normalisation."""
+    """f(z, x): fuse z with the injection, hourglass, 1×1 head (a conv block without norm or activation, so its
+    conv sits under ``head.conv`` as released), heatmap normalisation (no parameters)."""
 
     def __init__(self, cfg: LDEQConfig) -> None:
         super().__init__()
@@ -107,7 +114,7 @@ class Cell(nn.Module):
         self.beta = cfg.beta
         self.tail = ConvBlock(cfg.num_landmarks + w, w, 1, groups=cfg.groups)
         self.hourglass = Hourglass(w, cfg.width_increment, cfg.hourglass_levels, cfg.groups)
-        self.head = nn.Conv2d(w, cfg.num_landmarks, 1)
+        self.head = ConvBlock(w, cfg.num_landmarks, 1, norm=None, act=False)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         h = self.head(self.hourglass(self.tail(torch.cat([z, x], dim=1))))
@@ -177,21 +184,3 @@ class LDEQ(nn.Module):
         z, info = equilibrium(self, x, z0, max_iters=max_iters, grad=grad, anchor=anchor, gamma=gamma, solver=solver)
         landmarks, sigma = soft_argmax(z)
         return LDEQOutput(landmarks, sigma, z, info)
-
-
-def load_official_state_dict(model: LDEQ, path: str | Path) -> None:
-    """Load a released ``polo5/LDEQ_RwR`` checkpoint's ``state_dict`` and fail loudly on any key mismatch.
-
-    The checkpoint pickles an ``argparse.Namespace`` under ``args``; it is allowed explicitly so that
-    ``weights_only=True`` stays on.
-    """
-    import argparse
-
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", ckpt)
-    result = model.load_state_dict(state, strict=False)
-    problems = [k for k in result.missing_keys] + [k for k in result.unexpected_keys]
-    if problems:
-        raise KeyError(f"{path}: state dict does not match the model: missing {result.missing_keys[:10]}, "
-                       f"unexpected {result.unexpected_keys[:10]}")

@@ -1,25 +1,26 @@
-"""Training LDEQ on landmark crops: augmentation, loss, checkpointing and resume."""
+"""Training LDEQ on landmark crops: augmentation, loss, and resumable training (checkpoints: :mod:`ldeq.checkpoint`)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ldeq.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, LAYOUT, read_training_state, save_training_state
 from ldeq.config import LDEQConfig
-from ldeq.crop import normalize_image
+from ldeq.crop import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from ldeq.model import LDEQ
 from ldeq.wflw import FLIP_PERMUTATION
 
-__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "heatmap_loss", "train", "load_checkpoint"]
+__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "heatmap_loss", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,17 @@ def _augment(img: np.ndarray, pts: np.ndarray, aug: Augment, rng: np.random.Gene
 
 
 class LandmarkCrops(Dataset):
-    """Square crops (N, S, S, 3) uint8 with landmarks in crop pixels (N, L, 2); targets are normalised to [0, 1)."""
+    """Square crops (N, S, S, 3) uint8 with landmarks in crop pixels (N, L, 2); targets are normalised to [0, 1).
 
-    def __init__(self, images: np.ndarray, points: np.ndarray, augment: Augment | None = None, seed: int = 0) -> None:
+    Images are normalised with ``mean``/``std`` (the model config's, ImageNet by default).
+    """
+
+    def __init__(self, images: np.ndarray, points: np.ndarray, augment: Augment | None = None, seed: int = 0,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
         if len(images) != len(points):
             raise ValueError(f"{len(images)} images but {len(points)} landmark sets")
         self.images, self.points, self.augment, self.seed = images, points.astype(np.float32), augment, seed
+        self.mean, self.std = mean, std
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -82,7 +88,8 @@ class LandmarkCrops(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, i])
             img, pts = _augment(img, pts, self.augment, rng)
         size = img.shape[0]
-        return torch.from_numpy(normalize_image(img)), torch.from_numpy((pts / size).astype(np.float32))
+        image = normalize_image(img, self.mean, self.std)
+        return torch.from_numpy(image), torch.from_numpy((pts / size).astype(np.float32))
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -119,12 +126,6 @@ def heatmap_loss(z: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> t
     return (0.5 * kl(p) + 0.5 * kl(g)).mean()
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
 def _set_epoch(data: Dataset, epoch: int) -> None:
     """Tell every (nested) dataset the epoch, so augmentation draws differ between epochs but are reproducible."""
     for part in getattr(data, "datasets", [data]):
@@ -137,22 +138,26 @@ def train(model: LDEQ, data: Dataset, cfg: LDEQConfig, out_dir: str | Path, resu
     """Train ``model`` for ``cfg.epochs`` epochs, checkpointing after each; resume from ``out_dir`` if asked.
 
     Writes ``checkpoint.pt`` (weights, optimiser, scheduler, epoch, history, fingerprint; loadable with
-    ``weights_only=True``) and ``config.json``. A checkpoint is resumed only when its ``fingerprint`` (a digest of
-    the config and the training data, chosen by the caller) matches, so a changed run never continues a stale one.
-    Returns the per-epoch history.
+    ``weights_only=True``) and ``config.json`` (:mod:`ldeq.checkpoint`). A checkpoint is resumed only when its
+    ``fingerprint`` (a digest of the config and the training data, chosen by the caller) matches and it has the
+    current module layout, so a changed run never continues a stale one. Returns the per-epoch history.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.to_json(out / "config.json")
+    cfg.to_json(out / CONFIG_FILE)
     torch.manual_seed(cfg.seed)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(optim, milestones=list(cfg.lr_milestones), gamma=0.1)
     history: list[dict[str, float]] = []
     start_epoch = 0
-    ckpt_path = out / "checkpoint.pt"
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True) if resume and ckpt_path.is_file() else None
+    ckpt_path = out / CHECKPOINT_FILE
+    state = read_training_state(ckpt_path) if resume else None
     if state is not None and state.get("fingerprint") != fingerprint:
         log.info("ignoring %s: it was trained with another config or data", ckpt_path)
+        state = None
+    if state is not None and state.get("layout", 1) != LAYOUT:
+        # the optimiser's moments follow the old parameter layout: restart rather than convert them
+        log.info("ignoring %s: it has module layout %s, not %s", ckpt_path, state.get("layout", 1), LAYOUT)
         state = None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -186,18 +191,9 @@ def train(model: LDEQ, data: Dataset, cfg: LDEQConfig, out_dir: str | Path, resu
                   "lr": optim.param_groups[0]["lr"], "seconds": round(time.monotonic() - started, 2)}
         history.append(record)
         log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, record["loss"], record["seconds"])
-        _save(ckpt_path, {"model": model.state_dict(), "optimizer": optim.state_dict(),
-                          "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
-                          "fingerprint": fingerprint})
+        save_training_state(ckpt_path, {"model": model.state_dict(), "optimizer": optim.state_dict(),
+                                        "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                        "history": history, "fingerprint": fingerprint})
         if max_steps is not None and steps >= max_steps:
             break
     return history
-
-
-def load_checkpoint(out_dir: str | Path) -> LDEQ:
-    """Rebuild a trained model from ``config.json`` and ``checkpoint.pt`` (``weights_only=True``), in eval mode."""
-    out = Path(out_dir)
-    model = LDEQ(LDEQConfig.from_json(out / "config.json"))
-    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    return model.eval()

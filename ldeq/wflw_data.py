@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ldeq.crop import normalize_image
+from ldeq.crop import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from ldeq.train import Augment, _augment
 from ldeq.wflw import NUM_POINTS
 
@@ -80,12 +81,16 @@ def pfld_crop(image: np.ndarray, record: WFLWRecord, size: int, scale: float = 1
 
 
 class WFLWImages(Dataset):
-    """WFLW training images from the official annotations, cropped on the fly; targets in [0, 1) of the crop."""
+    """WFLW training images from the official annotations, cropped on the fly; targets in [0, 1) of the crop.
+
+    Images are normalised with ``mean``/``std`` (the model config's, ImageNet by default).
+    """
 
     def __init__(self, annotations: str | Path, images_root: str | Path, size: int, augment: Augment | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
         self.records = read_wflw_annotations(annotations)
         self.root, self.size, self.augment, self.seed, self.epoch = Path(images_root), size, augment, seed, 0
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.records)
@@ -98,4 +103,5 @@ class WFLWImages(Dataset):
         crop, pts = pfld_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), record, self.size)
         if self.augment is not None:
             crop, pts = _augment(crop, pts, self.augment, np.random.default_rng([self.seed, self.epoch, i]))
-        return torch.from_numpy(normalize_image(crop)), torch.from_numpy((pts / self.size).astype(np.float32))
+        image = normalize_image(crop, self.mean, self.std)
+        return torch.from_numpy(image), torch.from_numpy((pts / self.size).astype(np.float32))

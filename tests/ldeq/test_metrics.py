@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from ldeq.filters import ema, one_euro
 from ldeq.metrics import acceleration_error, ced, fr_auc, nme, nmf, video_nme
 
 
@@ -64,17 +63,3 @@ def test_nmf_uses_the_later_frames_scale():
 def test_acceleration_error_zero_for_constant_velocity():
     gt = np.stack([face() + t for t in range(4)])
     assert acceleration_error(gt + 3.0, gt) == pytest.approx(0.0)
-
-
-def test_ema_and_one_euro():
-    track = np.array([0.0, 10.0, 10.0, 10.0])
-    assert np.allclose(ema(track, 0.5), [0, 5, 7.5, 8.75])
-    assert np.allclose(ema(track, 1.0), track)
-    with pytest.raises(ValueError):
-        ema(track, 0.0)
-    rng = np.random.default_rng(0)
-    noisy = np.cumsum(np.ones(200)) + rng.normal(0, 2, 200)
-    smooth = one_euro(noisy, fps=30, min_cutoff=1.0, beta=0.0)
-    assert np.std(np.diff(smooth)) < 0.5 * np.std(np.diff(noisy))
-    fast = one_euro(noisy, fps=30, min_cutoff=1.0, beta=1.0)
-    assert np.abs(fast - np.arange(1, 201)).mean() < np.abs(smooth - np.arange(1, 201)).mean()
