@@ -49,16 +49,16 @@ def from_crop(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return points @ inverse[:, :2].T + inverse[:, 2]
 
 
-def normalize_image(rgb: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+def normalize_image(rgb: np.ndarray, mean: Sequence[float] | np.ndarray = IMAGENET_MEAN,
+                    std: Sequence[float] | np.ndarray = IMAGENET_STD) -> np.ndarray:
     """uint8 RGB (H, W, 3) → float32 CHW, (x / 255 − mean) / std: torchvision's ``ToTensor`` + ``Normalize``."""
     mean_, std_ = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return ((rgb.astype(np.float32) / 255.0 - mean_) / std_).transpose(2, 0, 1)
 
 
 def network_input(rgb: np.ndarray, box: np.ndarray, size: int, scale: float = 1.2,
-                  mean: Sequence[float] = IMAGENET_MEAN,
-                  std: Sequence[float] = IMAGENET_STD) -> tuple[np.ndarray, np.ndarray]:
+                  mean: Sequence[float] | np.ndarray = IMAGENET_MEAN,
+                  std: Sequence[float] | np.ndarray = IMAGENET_STD) -> tuple[np.ndarray, np.ndarray]:
     """One frame's network input (3, size, size) float32 and its crop affine, as the released WFLW-V evaluation.
 
     The released script, per frame: ``get_transform_from_bbox(bbox, extra_scale=1.2, target_im_size=256)``

@@ -55,11 +55,11 @@ def solve_equilibrium(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     grad = grad or cfg.grad
     if grad not in GRAD_MODES:
         raise ValueError(f"unknown gradient mode {grad!r}; choose from {GRAD_MODES}")
-    proximal = anchor is not None and gamma > 0
+    prox_anchor = anchor if gamma > 0 else None  # None: the plain map f(z)
 
     def cell_map(z: torch.Tensor, inj: torch.Tensor) -> torch.Tensor:
         fz = cell(z, inj)
-        return (fz + gamma * anchor) / (1 + gamma) if proximal else fz
+        return (fz + gamma * prox_anchor) / (1 + gamma) if prox_anchor is not None else fz
 
     def f(z: torch.Tensor) -> torch.Tensor:
         return cell_map(z, x)
@@ -107,11 +107,11 @@ def solve_equilibrium(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
     class _Implicit(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: torch.autograd.function.FunctionCtx, value: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        def forward(ctx: torch.autograd.function.FunctionCtx, value: torch.Tensor) -> torch.Tensor:
             return value.clone()
 
         @staticmethod
-        def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> torch.Tensor:
             y = adjoint(g)
             torch.autograd.backward(fz, y)  # sends (I − J)^-T g into the parameters via f(z*, x)
             return torch.zeros_like(g)

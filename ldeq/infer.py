@@ -59,7 +59,7 @@ def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, 
         image = torch.from_numpy(chw)[None].to(device)
         _synchronize(device)
         started = time.perf_counter()
-        if rwr and rwr_align and z_prev is not None:
+        if rwr and rwr_align and z_prev is not None and prev_affine is not None:
             z_prev = warp_heatmaps(z_prev, prev_affine, affine, size)
         if rwr and z_prev is not None:
             out = model(image, z0=z_prev, max_iters=rwr_iters, anchor=z_prev, gamma=rwr_gamma, solver="fpi")

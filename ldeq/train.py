@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -49,7 +50,7 @@ def _augment(img: np.ndarray, pts: np.ndarray, aug: Augment, rng: np.random.Gene
     angle = rng.uniform(-aug.rotate_deg, aug.rotate_deg) if rng.random() < aug.p_rotate else 0.0
     shift = rng.uniform(-aug.translate, aug.translate, 2) * size if rng.random() < aug.p_translate else np.zeros(2)
     if angle or shift.any():
-        affine = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
+        affine = np.asarray(cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0), np.float64)
         affine[:, 2] += shift
         img = cv2.warpAffine(img, affine, (size, size), borderMode=cv2.BORDER_CONSTANT)
         pts = pts @ affine[:, :2].T + affine[:, 2]
@@ -72,7 +73,8 @@ class LandmarkCrops(Dataset):
     """
 
     def __init__(self, images: np.ndarray, points: np.ndarray, augment: Augment | None = None, seed: int = 0,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+                 mean: Sequence[float] | np.ndarray = IMAGENET_MEAN,
+                 std: Sequence[float] | np.ndarray = IMAGENET_STD) -> None:
         if len(images) != len(points):
             raise ValueError(f"{len(images)} images but {len(points)} landmark sets")
         self.images, self.points, self.augment, self.seed = images, points.astype(np.float32), augment, seed
@@ -166,8 +168,8 @@ def train(model: LDEQ, data: Dataset, cfg: LDEQConfig, out_dir: str | Path, resu
         start_epoch, history = int(state["epoch"]), list(state["history"])
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
-                        generator=generator, num_workers=0)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+                        drop_last=len(cast(Sized, data)) > cfg.batch_size, generator=generator, num_workers=0)
     steps = 0
     for epoch in range(start_epoch, cfg.epochs):
         _set_epoch(data, epoch)

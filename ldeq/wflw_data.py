@@ -87,7 +87,8 @@ class WFLWImages(Dataset):
     """
 
     def __init__(self, annotations: str | Path, images_root: str | Path, size: int, augment: Augment | None = None,
-                 seed: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+                 seed: int = 0, mean: Sequence[float] | np.ndarray = IMAGENET_MEAN,
+                 std: Sequence[float] | np.ndarray = IMAGENET_STD) -> None:
         self.records = read_wflw_annotations(annotations)
         self.root, self.size, self.augment, self.seed, self.epoch = Path(images_root), size, augment, seed, 0
         self.mean, self.std = mean, std

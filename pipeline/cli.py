@@ -49,7 +49,7 @@ def split_timings(stage: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 class _StageParser(argparse.ArgumentParser):
     """Validates the whole params file right after parsing, so bad params are reported before any work starts."""
 
-    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed = super().parse_args(args, namespace)
         load_params(parsed.params)
         return parsed

@@ -71,8 +71,8 @@ def worker_cached(key: str, factory: Callable[[], T]) -> T:
         cache = _LOCAL_CACHE
     else:
         if not hasattr(worker, "_wflwv_cache"):
-            worker._wflwv_cache = {}
-        cache = worker._wflwv_cache
+            setattr(worker, "_wflwv_cache", {})  # noqa: B010 - an attribute of our own on dask's Worker
+        cache = getattr(worker, "_wflwv_cache")  # noqa: B009
     with _LOCAL_LOCK:
         if key not in cache:
             cache[key] = factory()

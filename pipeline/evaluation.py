@@ -127,7 +127,7 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
     tuned = [r for r in map_videos(_predict, tuning, cluster, _on_error, gammas=grid, **run) if r["status"] == "ok"]
     gamma_scores = {g: objective([r["scratch"] for r in tuned], [r["rwr"][g] for r in tuned], [r["gt"] for r in tuned])
                     for g in grid} if tuned else {}
-    best_gamma = min(gamma_scores, key=gamma_scores.get) if gamma_scores else 0.0
+    best_gamma = min(gamma_scores, key=gamma_scores.__getitem__) if gamma_scores else 0.0
     log.info("RwR γ tuned on %d easy videos: %s → γ = %s", len(tuned), gamma_scores, best_gamma)
     # the tuning videos already hold every γ of the grid: only the others need a second pass
     seen = {r["video_id"] for r in tuned}

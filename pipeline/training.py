@@ -89,8 +89,8 @@ def train_on_dataset(annotations: str | Path, clips: str | Path, params: TrainPa
     fingerprint = hashlib.sha256(
         json.dumps([cfg.__dict__, sorted(s["video_id"] for s in shards), images.shape], default=str).encode()
     ).hexdigest()
-    data: torch.utils.data.Dataset = LandmarkCrops(images, points, Augment(), seed=cfg.seed, mean=cfg.mean,
-                                                   std=cfg.std)
+    data: LandmarkCrops | torch.utils.data.ConcatDataset = LandmarkCrops(images, points, Augment(), seed=cfg.seed,
+                                                                          mean=cfg.mean, std=cfg.std)
     if params.wflw_annotations:
         wflw = WFLWImages(params.wflw_annotations, params.wflw_images or ".", cfg.input_size, Augment(),
                           seed=cfg.seed, mean=cfg.mean, std=cfg.std)

@@ -204,7 +204,7 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
         for k in range(params.clip_frames):
             row: dict[str, Any] = {"video_id": video_id, "frame": k, "media": media, "difficulty": level_index,
                                    "scenario": scenario, "has_truth": boxes is not None}
-            if boxes is not None:
+            if boxes is not None and points is not None:
                 row.update(dict(zip(("x1", "y1", "x2", "y2"), map(float, boxes[start + k]), strict=True)),
                            landmarks=points[start + k],
                            visible=_visible(boxes[start + k], params.width, params.height))

@@ -51,7 +51,11 @@ def source_photos() -> dict[str, np.ndarray]:
     """The real photos the stills are cut from: astronaut (scikit-image) and insightface's group photo ``t1.jpg``."""
     from skimage import data
 
-    group = cv2.cvtColor(cv2.imread(str(_package_file("insightface", "data", "images", "t1.jpg"))), cv2.COLOR_BGR2RGB)
+    path = _package_file("insightface", "data", "images", "t1.jpg")
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise MediaUnavailable(f"{path}: not a readable image")
+    group = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return {"astronaut": data.astronaut(), "t1": group}
 
 

@@ -103,7 +103,7 @@ def _detect_all(detector: FaceDetector, clip_path: str | Path) -> tuple[list[Det
 def _needed_frames(track: Track, n_frames: int, max_gap: int) -> list[int]:
     """Frames the landmark follower may visit (not detected, within ``max_gap`` of a detection) + calibration."""
     detected = set(track.frames)
-    near = set()
+    near: set[int] = set()
     for f in track.frames:
         near.update(range(max(0, f - max_gap), min(n_frames, f + max_gap + 1)))
     return sorted((near - detected) | set(track.frames[:5]))

@@ -204,10 +204,10 @@ def fill_track(track: Track, n_frames: int, cuts: list[int], max_gap: int,
     boxes = np.full((n_frames, 4), np.nan)
     source = ["none"] * n_frames
     roll = np.full(n_frames, np.nan)
-    for f, b, r in zip(track.frames, track.boxes, track.rolls, strict=True):
-        boxes[f], source[f] = b, "detected"
-        if r is not None:
-            roll[f] = r
+    for frame, box, frame_roll in zip(track.frames, track.boxes, track.rolls, strict=True):
+        boxes[frame], source[frame] = box, "detected"
+        if frame_roll is not None:
+            roll[frame] = frame_roll
     bounds = [0, *cuts, n_frames]
 
     def shot_range(frame: int) -> tuple[int, int]:
@@ -227,7 +227,7 @@ def fill_track(track: Track, n_frames: int, cuts: list[int], max_gap: int,
             boxes[f], source[f] = prior, "held"
             f += step
 
-    detected = track.frames
+    detected: list[int] = track.frames
     for a, b in zip(detected[:-1], detected[1:], strict=True):
         if b - a <= 1:
             continue

