@@ -65,10 +65,33 @@ def _videos(annotations: Path, clips: Path, max_videos: int | None) -> list[dict
     clip_rows = {r["video_id"]: r for r in read_table(clips, "clips").to_pylist()}
     items = []
     for vid, rows in rows_by_video(read_table(annotations, "annotations")).items():
+        start, stop = _longest_valid_run(rows)
+        if stop - start < 2:
+            log.warning("evaluate: %s has no two consecutive valid frames; not evaluated", vid)
+            continue
+        rows = rows.slice(start, stop - start)
         items.append({"video_id": vid, "subset": rows.column("subset")[0].as_py(), "path": clip_rows[vid]["path"],
                       "fps": clip_rows[vid]["fps"], "gt": points_array(rows.column("landmarks")),
-                      "boxes": boxes_array(rows)})
+                      "boxes": boxes_array(rows), "start": int(rows.column("frame")[0].as_py())})
     return items[:max_videos] if max_videos else items
+
+
+def _longest_valid_run(rows: Any) -> tuple[int, int]:
+    """Row range [start, stop) of the longest run of consecutive valid frames (all rows without a ``valid`` column).
+
+    Video metrics (NMF) compare consecutive frames, so a video is evaluated on one unbroken run of trusted labels.
+    """
+    if "valid" not in rows.column_names:
+        return 0, len(rows)
+    valid = np.asarray(rows.column("valid").to_numpy(zero_copy_only=False), bool)
+    best, start = (0, 0), None
+    for i, ok in enumerate([*valid, False]):
+        if ok and start is None:
+            start = i
+        elif not ok and start is not None:
+            best = max(best, (start, i), key=lambda r: r[1] - r[0])
+            start = None
+    return best
 
 
 def _predict(item: dict[str, Any], checkpoint: str, stamp: str, rwr_iters: int, frame0_full: bool, align: bool,
@@ -76,7 +99,8 @@ def _predict(item: dict[str, Any], checkpoint: str, stamp: str, rwr_iters: int, 
     """From-scratch and RwR predictions (one per γ) of one video, with per-frame cost (runs on a dask worker)."""
     torch.set_num_threads(1)
     model = worker_cached(f"ldeq:{checkpoint}:{stamp}", lambda: load_checkpoint(checkpoint))
-    frames = [f.rgb for f in iter_frames(item["path"], 0, len(item["boxes"]))]
+    start = item.get("start", 0)
+    frames = [f.rgb for f in iter_frames(item["path"], start, start + len(item["boxes"]))]
     scratch = predict_video(model, frames, item["boxes"])
     rwr = {g: predict_video(model, frames, item["boxes"], rwr=True, rwr_iters=rwr_iters,
                             frame0_full_solve=frame0_full, rwr_gamma=g, rwr_align=align) for g in gammas}

@@ -49,13 +49,18 @@ def _cut(item: dict[str, Any], size: int, scale: float, out_dir: Path) -> dict[s
 
 
 def _easy_videos(annotations: Path, clips: Path, stride: int) -> list[dict[str, Any]]:
-    """Every ``stride``-th annotated frame of each easy video, with its box and landmarks."""
+    """Every ``stride``-th annotated frame of each easy video, with its box and landmarks (valid frames only)."""
     paths = {r["video_id"]: r["path"] for r in read_table(clips, "clips").to_pylist()}
     todo = []
     for vid, rows in rows_by_video(read_table(annotations, "annotations")).items():
         if rows.column("subset")[0].as_py() != "easy":
             continue
         keep = np.arange(0, len(rows), stride)
+        if "valid" in rows.column_names:  # invalid frames carry no trustworthy label (no face box, or no agreement)
+            valid = np.asarray(rows.column("valid").to_numpy(zero_copy_only=False), bool)
+            keep = keep[valid[keep]]
+        if keep.size == 0:
+            continue
         todo.append({"video_id": vid, "path": paths[vid], "boxes": boxes_array(rows)[keep],
                      "frames": np.asarray(rows.column("frame").to_numpy())[keep].tolist(),
                      "points": points_array(rows.column("landmarks"))[keep]})
