@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 __all__ = ["PROJECT_PACKAGES", "module_file", "import_closure", "stage_modules", "uncovered", "stale", "write_deps"]
 
 PROJECT_PACKAGES = ("pipeline", "stages", "ldeq")
+_DOTTED = re.compile(r"(?:pipeline|stages|ldeq)(?:\.[A-Za-z_]\w*)+")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,6 +50,8 @@ def _imported_modules(path: Path, module: str) -> set[str]:
             found.add(name)
             # ``from pkg import mod`` imports the submodule when it is one
             found.update(f"{name}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _DOTTED.fullmatch(node.value):
+            found.add(node.value)  # a module imported by name at run time (importlib.import_module("pipeline.x"))
     return found
 
 

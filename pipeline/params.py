@@ -21,8 +21,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 __all__ = [
     "ParamsError", "ClusterParams", "DemoParams", "SourcesParams", "DownloadParams", "TrimParams", "FacesParams",
-    "LabelParams", "ScoreParams", "AnnotateParams", "TrainParams", "EvaluateParams", "Params", "PROJECT_PARAMS",
-    "load", "load_params", "stage_params", "merge",
+    "LabelParams", "ScoreParams", "AnnotateParams", "TrainParams", "EvaluateParams", "ReportParams", "Params",
+    "PROJECT_PARAMS", "load", "load_params", "stage_params", "merge",
 ]
 
 #: The project's own params file (tests and library helpers use it; stages take ``--params``).
@@ -103,13 +103,18 @@ class TrimParams(_Block):
 
 
 class FacesParams(_Block):
-    detector: str
+    detector: str  # a registered detector name, or a fallback chain "a|b|c"
+    search_angles: FloatTuple
     detect_max_side: PosInt
-    min_score: float
+    min_score: float | None
     iou_threshold: Fraction
     max_gap: NonNegInt
     max_shift: NonNegFloat
     min_track_frames: PosInt
+    main_face: Literal["longest", "largest", "central"]
+    cut_threshold: Annotated[float, Field(gt=0)]
+    track_landmarks: str | None
+    landmark_min_confidence: Fraction
     smooth_window: PosInt
     smooth_sigma: NonNegFloat
 
@@ -120,7 +125,13 @@ class LabelParams(_Block):
 
 class ScoreParams(_Block):
     n_hard: NonNegInt
-    min_models: PosInt
+    min_families: PosInt
+    min_valid_share: Fraction
+    iod_box: Annotated[FloatTuple, Field(min_length=2, max_length=2)]
+    smooth_window: PosInt
+    smooth_order: NonNegInt
+    offsets: bool
+    weights: dict[Literal["disagreement", "instability", "confidence", "valid_share"], NonNegFloat]
 
 
 class AnnotateParams(_Block):
@@ -137,12 +148,20 @@ class TrainParams(_Block):
 
 
 class EvaluateParams(_Block):
+    checkpoint: str | None  # a checkpoint folder or a released .pth.tar; None = the train stage's output
     rwr_iters: PosInt
     max_videos: PosInt | None
     frame0_full_solve: bool
     rwr_align: bool
     rwr_gammas: FloatTuple
     tune_videos: PosInt
+
+
+class ReportParams(_Block):
+    easy_renders: NonNegInt
+    render_format: Literal["webp", "gif", "mp4"]
+    render_max_side: Annotated[int, Field(ge=64)]
+    sheet_frames: NonNegInt
 
 
 class Params(_Block):
@@ -159,6 +178,7 @@ class Params(_Block):
     annotate: AnnotateParams
     train: TrainParams
     evaluate: EvaluateParams
+    report: ReportParams
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:

@@ -1,68 +1,429 @@
-"""A one-page HTML report of a run: what failed where, the subsets, label quality and the LDEQ results."""
+"""The run's report: one HTML page of tables, figures and renders (what failed where, the subsets and what they look
+like, label quality on the demo truth, the LDEQ results), and a JSON summary of the figures it shows.
+
+Every section reads its own inputs and says what is missing instead of failing, so a partial run (no evaluation
+yet, no demo truth) still gets a page. :func:`run_summary` and :func:`summary_lines` are the few-line version that
+``python -m pipeline.inspect summary`` prints at the end of ``make demo``.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import logging
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-__all__ = ["label_quality", "build_report"]
+from pipeline import plots
+from pipeline.cluster import map_videos
+from pipeline.manifest import ManifestError
+from pipeline.params import ClusterParams, ReportParams, ScoreParams
+from pipeline.render import contact_sheet, family_colour, frame_uncertainty, load_overlay, pick_frames, render_video
+
+__all__ = ["ReportInputs", "label_quality", "model_quality", "run_summary", "summary_lines", "build_report",
+           "render_one", "STAGE_MANIFESTS"]
+
+log = logging.getLogger(__name__)
+
+#: Per-video status manifests in chain order: (stage, file stem).
+STAGE_MANIFESTS = (("download", "downloads"), ("trim", "clips"), ("faces", "faces_status"),
+                   ("label", "label_status"), ("score", "scores"))
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Where a run's results are: manifests, DVC metrics and plot tables, and the demo truth (if any)."""
+
+    manifests: Path
+    metrics: Path
+    plots: Path
+    demo_truth: Path | None
+
+
+def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A Parquet or CSV file as a DataFrame, or ``None`` when it does not exist."""
+    if not path.is_file():
+        return None
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    return pd.read_parquet(path, columns=columns)
+
+
+def _nme(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-row NME (% of the true inter-ocular distance, outer eye corners 60/72) over the points in ``mask``."""
+    iod = np.linalg.norm(gt[:, 60] - gt[:, 72], axis=-1)
+    err = np.linalg.norm(pred - gt, axis=-1)
+    if mask is None:
+        return 100 * err.mean(-1) / iod
+    return 100 * (err * mask).sum(-1) / np.maximum(mask.sum(-1), 1) / iod
 
 
 def label_quality(annotations: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Per demo difficulty level: NME (%, inter-ocular) of the consensus labels against the demo's known-warp truth."""
+    """Per demo difficulty level: NME (%, inter-ocular) of the consensus labels against the demo's known-warp truth,
+    over the frames the labels mark valid (all frames where the annotations carry no ``valid`` column)."""
+    if "valid" in annotations:
+        annotations = annotations[annotations.valid.fillna(True).astype(bool)]
     merged = annotations.merge(truth[truth.has_truth], on=["video_id", "frame"], suffixes=("", "_gt"))
     if merged.empty:
         return pd.DataFrame(columns=["difficulty", "frames", "label_nme"])
     pred = np.stack([np.stack(p) for p in merged.landmarks])
     gt = np.stack([np.stack(p) for p in merged.landmarks_gt])
-    iod = np.linalg.norm(gt[:, 60] - gt[:, 72], axis=-1)
-    merged["label_nme"] = 100 * np.linalg.norm(pred - gt, axis=-1).mean(-1) / iod
+    merged["label_nme"] = _nme(pred, gt)
     return (merged.groupby("difficulty").agg(frames=("frame", "size"), label_nme=("label_nme", "mean"))
             .reset_index())
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="t")
+def model_quality(landmarks: pd.DataFrame, annotations: pd.DataFrame | None, truth: pd.DataFrame) -> pd.DataFrame:
+    """NME (%) of each model against the demo truth per difficulty level, over the WFLW-98 points the model defines
+    and every frame it labelled; the consensus (annotations, valid frames) is added as model ``consensus``."""
+    gt_rows = truth[truth.has_truth][["video_id", "frame", "difficulty", "landmarks"]]
+    parts = []
+    merged = landmarks.merge(gt_rows, on=["video_id", "frame"], suffixes=("", "_gt"))
+    if not merged.empty:
+        pred = np.stack([np.stack(p) for p in merged.wflw98]).astype(np.float64)
+        gt = np.stack([np.stack(p) for p in merged.landmarks]).astype(np.float64)
+        mask = np.stack([np.asarray(m, bool) for m in merged["mask"]])
+        parts.append(merged[["model", "family", "difficulty"]].assign(nme=_nme(pred, gt, mask)))
+    if annotations is not None and not annotations.empty:
+        ann = annotations[annotations.valid.fillna(True).astype(bool)] if "valid" in annotations else annotations
+        merged = ann.merge(gt_rows, on=["video_id", "frame"], suffixes=("", "_gt"))
+        if not merged.empty:
+            pred = np.stack([np.stack(p) for p in merged.landmarks]).astype(np.float64)
+            gt = np.stack([np.stack(p) for p in merged.landmarks_gt]).astype(np.float64)
+            parts.append(pd.DataFrame({"model": "consensus", "family": "consensus",
+                                       "difficulty": merged.difficulty.to_numpy(), "nme": _nme(pred, gt)}))
+    if not parts:
+        return pd.DataFrame(columns=["model", "family", "difficulty", "frames", "nme"])
+    rows = pd.concat(parts, ignore_index=True)
+    return (rows.groupby(["model", "family", "difficulty"], sort=False)
+            .agg(frames=("nme", "size"), nme=("nme", "mean")).reset_index())
 
 
-def build_report(manifests: Path, metrics: Path, demo_truth: Path | None) -> tuple[str, dict[str, Any]]:
-    """Return the HTML page and the summary figures it shows."""
-    statuses = []
-    for stage, name in (("download", "downloads"), ("trim", "clips"), ("faces", "faces_status"),
-                        ("label", "label_status"), ("score", "scores")):
-        df = pd.read_parquet(manifests / f"{name}.parquet", columns=["video_id", "status"])
-        statuses.append(df.assign(stage=stage))
-    status = pd.concat(statuses).pivot_table(index="stage", columns="status", values="video_id", aggfunc="count",
-                                             fill_value=0, sort=False).reset_index()
-    scores = pd.read_parquet(manifests / "scores.parquet")
-    ann = pd.read_parquet(manifests / "annotations.parquet")
-    subsets = (ann.groupby("subset").agg(videos=("video_id", "nunique"), frames=("frame", "size"),
-                                         disagreement=("disagreement", "mean")).reset_index())
-    summary: dict[str, Any] = {"status": status.to_dict("records"), "subsets": subsets.to_dict("records")}
-    parts = ["<h2>Videos per stage and status</h2>", _table(status), "<h2>Subsets</h2>", _table(subsets)]
-    if demo_truth is not None and demo_truth.is_file():
-        truth = pd.read_parquet(demo_truth)
+def _ldeq_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"subset": s, "method": m, **v} for s, methods in evaluation.get("subsets", {}).items()
+            for m, v in methods.items()]
+
+
+def run_summary(inputs: ReportInputs) -> dict[str, Any]:
+    """The headline numbers of a run, each ``None`` where its inputs are missing: status counts per stage, subset
+    sizes, label quality on the demo truth, and LDEQ's video NME/NMF per subset and method."""
+    status: dict[str, dict[str, int]] = {}
+    for stage, name in STAGE_MANIFESTS:
+        df = _read(inputs.manifests / f"{name}.parquet", ["video_id", "status"])
+        if df is not None:
+            status[stage] = {str(k): int(v) for k, v in df.status.value_counts().sort_index().items()}
+    scores = _read(inputs.manifests / "scores.parquet", ["video_id", "status", "subset"])
+    subsets = None
+    if scores is not None:
+        ok = scores[scores.status == "ok"]
+        subsets = {"hard": int((ok.subset == "hard").sum()), "easy": int((ok.subset == "easy").sum()),
+                   "between": int(ok.subset.isna().sum()), "scored": len(ok)}
+    quality = None
+    truth_path = inputs.demo_truth
+    ann_path = inputs.manifests / "annotations.parquet"
+    if truth_path is not None and truth_path.is_file() and ann_path.is_file():
+        ann = pd.read_parquet(ann_path)
+        quality = label_quality(ann, pd.read_parquet(truth_path)).to_dict("records")
+    metrics = inputs.metrics / "evaluate.json"
+    ldeq = _ldeq_rows(json.loads(metrics.read_text())) if metrics.is_file() else None
+    return {"status": status, "subsets": subsets, "label_quality": quality, "ldeq": ldeq}
+
+
+def summary_lines(summary: dict[str, Any], report: Path | None = None) -> list[str]:
+    """A few human lines from :func:`run_summary` (what ``make demo`` ends with)."""
+    lines = []
+    if summary["status"]:
+        first = next(iter(summary["status"].values()))
+        lines.append(f"videos: {sum(first.values())} listed; per stage:")
+        for stage, counts in summary["status"].items():
+            lines.append(f"  {stage:<9} " + ", ".join(f"{n} {s}" for s, n in
+                                                      sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0]))))
+    else:
+        lines.append("videos: no stage manifest found (run `dvc repro`)")
+    s = summary["subsets"]
+    lines.append(f"subsets: {s['hard']} hard, {s['easy']} easy, {s['between']} in between (of {s['scored']} scored)"
+                 if s else "subsets: no scores yet")
+    if summary["label_quality"]:
+        levels = ", ".join(f"level {int(r['difficulty'])} {r['label_nme']:.2f}" for r in summary["label_quality"])
+        lines.append(f"label NME % on the demo truth (valid frames): {levels}")
+    else:
+        lines.append("label quality: no demo truth or no annotations")
+    if summary["ldeq"]:
+        by = {(r["subset"], r["method"]): r for r in summary["ldeq"]}
+        for subset in ("hard", "easy"):
+            none, rwr = by.get((subset, "none")), by.get((subset, "rwr"))
+            if none and rwr:
+                lines.append(f"LDEQ {subset}: NME {none['nme']:.2f} % / NMF {none['nmf']:.2f} from scratch; "
+                             f"NME {rwr['nme']:.2f} % / NMF {rwr['nmf']:.2f} with RwR "
+                             f"(NMF x{rwr['nmf'] / none['nmf']:.2f})")
+    else:
+        lines.append("LDEQ: not evaluated yet (metrics/evaluate.json missing)")
+    if report is not None:
+        page = report / "index.html"
+        lines.append(f"report: {page}" if page.is_file() else f"report: not built yet ({page} missing)")
+    return lines
+
+
+def render_one(video_id: str, manifests: Path, out: Path, score: ScoreParams, max_side: int) -> dict[str, Any]:
+    """Render one video to ``out`` (a dask task of the report); failures become a row, never an exception."""
+    try:
+        render_video(load_overlay(video_id, manifests, score), out, max_side)
+    except (ManifestError, ValueError, OSError) as err:
+        return {"video_id": video_id, "status": "error", "error": str(err)}
+    return {"video_id": video_id, "status": "ok", "path": str(out)}
+
+
+def _table(df: pd.DataFrame, links: dict[str, str] | None = None) -> str:
+    text = df.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="t", escape=True)
+    for video_id, href in (links or {}).items():  # video ids are plain names; the link replaces the cell text
+        cell = f"<td>{html.escape(video_id)}</td>"
+        text = text.replace(cell, f'<td><a href="{html.escape(href)}">{html.escape(video_id)}</a></td>', 1)
+    return text
+
+
+def _missing(what: str, path: Path, hint: str) -> str:
+    return f'<p class="missing">{html.escape(what)}: not available, {html.escape(str(path))} is missing ({hint}).</p>'
+
+
+def _figure(out: Path, name: str, make: Any, data: Any, caption: str, made: dict[str, str]) -> str:
+    """Draw figure ``name`` with ``make(data, path)``; a figure that cannot be drawn becomes a note on the page."""
+    path = out / "plots" / f"{name}.png"
+    try:
+        make(data, path)
+    except (ValueError, KeyError) as err:
+        return f'<p class="missing">{html.escape(caption)}: no figure ({html.escape(str(err))}).</p>'
+    made[name] = str(path.relative_to(out))
+    return (f'<figure><img src="plots/{name}.png" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _row(*cells: str) -> str:
+    return '<div class="row">' + "".join(f"<div>{c}</div>" for c in cells) + "</div>"
+
+
+def _easy_sample(easy: pd.DataFrame, n: int) -> list[str]:
+    """``n`` easy videos spread evenly over the easy ranks (the easiest and the borderline ones both show)."""
+    if n <= 0 or easy.empty:
+        return []
+    ranked = easy.sort_values("rank").video_id.tolist()
+    picks = np.unique(np.round(np.linspace(0, len(ranked) - 1, min(n, len(ranked)))).astype(int))
+    return [ranked[i] for i in picks]
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:78em;margin:1.5em auto;padding:0 1em;color:#222}
+h2{margin-top:1.6em;border-bottom:1px solid #ccc}
+.t{border-collapse:collapse;font-size:.85em}.t td,.t th{padding:2px 8px;text-align:right}
+.t tr:nth-child(even){background:#f4f4f4}
+.row{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+figure{margin:0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.8em;color:#555}
+.missing{color:#a33;font-style:italic}.sheet img{max-width:100%}
+.legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.8em;height:.8em;
+border-radius:50%;margin-right:.3em;vertical-align:middle;border:1px solid #555}
+"""
+
+
+def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: ScoreParams,
+                 cluster: ClusterParams | None = None) -> tuple[str, dict[str, Any]]:
+    """Write the report's pictures under ``out`` (``plots/``, ``renders/``, ``sheets/``) and return the HTML page
+    and the summary of what it shows. Renders run on dask when ``cluster`` is given, else in this process."""
+    for sub in ("plots", "renders", "sheets"):  # a rerun must not keep pictures of videos no longer selected
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    m = inputs.manifests
+    made: dict[str, str] = {}
+    summary: dict[str, Any] = {"missing": []}
+    parts: list[str] = []
+
+    def missing(what: str, path: Path, hint: str) -> str:
+        summary["missing"].append(str(path))
+        return _missing(what, path, hint)
+
+    # --- where videos were lost
+    head = run_summary(inputs)
+    summary["status"] = [{"stage": stage, **counts} for stage, counts in head["status"].items()]
+    parts.append("<h2>Videos per stage and status</h2>")
+    if summary["status"]:
+        parts.append(_table(pd.DataFrame(summary["status"]).set_index("stage").fillna(0).astype(int).reset_index()))
+    else:
+        parts.append(missing("Status", m, "no stage manifest yet"))
+
+    # --- subsets, uncertainty, the hard videos and what they look like
+    scores = _read(m / "scores.parquet")
+    ann = _read(m / "annotations.parquet")
+    parts.append("<h2>Subsets and the uncertainty that selects them</h2>")
+    if ann is not None and not ann.empty:
+        agg: dict[str, Any] = {"videos": ("video_id", "nunique"), "frames": ("frame", "size"),
+                               "disagreement": ("disagreement", "mean")}
+        if "valid" in ann:
+            ann = ann.assign(valid=ann.valid.fillna(True).astype(bool))
+            agg["valid_share"] = ("valid", "mean")
+        subsets = ann.groupby("subset").agg(**agg).reset_index()
+        summary["subsets"] = subsets.to_dict("records")
+        subsets_html = _table(subsets)
+    else:
+        summary["subsets"] = []
+        subsets_html = missing("Subsets", m / "annotations.parquet", "run the annotate stage")
+    if scores is not None:
+        hist = _figure(out, "uncertainty", plots.uncertainty_hist, scores,
+                       "Video uncertainty by subset; dashed: the selection thresholds", made)
+    else:
+        hist = missing("Uncertainty", m / "scores.parquet", "run the score stage")
+    parts.append(_row(subsets_html, hist))
+
+    renders: dict[str, str] = {}
+    if scores is not None:
+        ok = scores[scores.status == "ok"]
+        hard = ok[ok.subset == "hard"].sort_values("rank")
+        easy = ok[ok.subset == "easy"]
+        targets = hard.video_id.tolist() + _easy_sample(easy, params.easy_renders)
+        suffix = f".{params.render_format}"
+        items = [{"video_id": v, "out": out / "renders" / f"{v}{suffix}"} for v in targets]
+        rows = _render_all(items, m, score, params.render_max_side, cluster)
+        for r in rows:
+            if r["status"] == "ok":
+                renders[r["video_id"]] = f"renders/{r['video_id']}{suffix}"
+            else:
+                log.error("report: render of %s failed: %s", r["video_id"], r["error"])
+        summary["renders"] = renders
+        frame_u = {r["video_id"]: frame_uncertainty(r, score) for r in ok.to_dict("records")}
+        legend = _legend(m)
+        cols = ["rank", "video_id", "uncertainty", "disagreement", "instability", "confidence", "valid_share"]
+        parts.append("<h2>Hard subset</h2>")
+        parts.append("<p>Every hard video's render (click a video id): box coloured by how the faces stage found it, "
+                     "model points coloured by family, consensus white where the frame is valid and red where not, "
+                     "the frame's uncertainty and the video's timeline below.</p>" + legend)
+        sheet_hard = _sheet(out, "hard_worst", {v: frame_u[v] for v in hard.video_id}, params.sheet_frames, True,
+                            m, score, "Hard subset: the most uncertain frames", made)
+        parts.append(_row(_table(hard[cols], renders) if not hard.empty else "<p>No hard video.</p>", sheet_hard))
+        parts.append("<h2>Easy subset</h2>")
+        sample = [v for v in _easy_sample(easy, params.easy_renders) if v in renders]
+        links = " ".join(f'<a href="{html.escape(renders[v])}">{html.escape(v)}</a>' for v in sample)
+        parts.append(f"<p>{len(easy)} easy videos; rendered sample: {links or 'none'}.</p>")
+        sheet_easy = _sheet(out, "easy_best", {v: frame_u[v] for v in easy.video_id}, params.sheet_frames, False,
+                            m, score, "Easy subset: the least uncertain frames", made)
+        parts.append(_row(_table(easy.sort_values("rank")[cols].head(12)), sheet_easy))
+    else:
+        parts.append(missing("Renders", m / "scores.parquet", "run the score stage"))
+
+    # --- the demo's known truth
+    parts += _demo_sections(inputs, scores, ann, out, made, summary, missing)
+
+    # --- LDEQ
+    parts += _ldeq_sections(inputs, out, made, summary, missing)
+    summary["plots"] = made
+    page = ("<!doctype html><html lang=en><meta charset=utf-8><title>WFLW-V pipeline report</title>"
+            f"<style>{_STYLE}</style><h1>WFLW-V pipeline report</h1>" + "".join(parts) + "</html>")
+    return page, summary
+
+
+def _render_all(items: list[dict[str, Any]], manifests: Path, score: ScoreParams, max_side: int,
+                cluster: ClusterParams | None) -> list[dict[str, Any]]:
+    if cluster is not None:
+        return map_videos(_render_task, items, cluster,
+                          on_error=lambda i, e: {"video_id": i["video_id"], "status": "error", "error": repr(e)},
+                          manifests=manifests.resolve(), score=score, max_side=max_side)
+    return [_render_task(i, manifests, score, max_side) for i in items]
+
+
+def _render_task(item: dict[str, Any], manifests: Path, score: ScoreParams, max_side: int) -> dict[str, Any]:
+    return render_one(item["video_id"], manifests, Path(item["out"]), score, max_side)
+
+
+def _legend(manifests: Path) -> str:
+    path = manifests / "landmarks.parquet"
+    if not path.is_file():
+        return ""
+    families = sorted(set(pq.read_table(path, columns=["family"]).column("family").to_pylist()))
+    items = [("consensus (valid)", (255, 255, 255)), ("consensus (invalid)", (255, 50, 50))]
+    items += [(f, family_colour(f)) for f in families]
+    return '<p class="legend">' + "".join(
+        f'<span><i style="background:rgb{c}"></i>{html.escape(n)}</span>' for n, c in items) + "</p>"
+
+
+def _sheet(out: Path, name: str, frame_u: dict[str, np.ndarray], n: int, worst: bool, manifests: Path,
+           score: ScoreParams, title: str, made: dict[str, str]) -> str:
+    picks = pick_frames(frame_u, n, worst=worst)
+    if not picks:
+        return '<p class="missing">No scored frame for a contact sheet.</p>'
+    overlays = {v: load_overlay(v, manifests, score) for v in dict.fromkeys(v for v, _ in picks)}
+    path = out / "sheets" / f"{name}.png"
+    try:
+        contact_sheet([(overlays[v], k) for v, k in picks], path, title)
+    except (ValueError, OSError, ManifestError) as err:
+        return f'<p class="missing">{html.escape(title)}: no contact sheet ({html.escape(str(err))}).</p>'
+    made[f"sheet_{name}"] = str(path.relative_to(out))
+    return (f'<figure class="sheet"><a href="sheets/{name}.png"><img src="sheets/{name}.png" '
+            f'alt="{html.escape(title)}"></a><figcaption>{html.escape(title)}</figcaption></figure>')
+
+
+def _demo_sections(inputs: ReportInputs, scores: pd.DataFrame | None, ann: pd.DataFrame | None, out: Path,
+                   made: dict[str, str], summary: dict[str, Any], missing: Any) -> list[str]:
+    parts = ["<h2>Demo: labels against the known-warp truth</h2>"]
+    truth_path = inputs.demo_truth
+    if truth_path is None or not truth_path.is_file():
+        return parts + [missing("Label quality", truth_path or Path("demo truth"),
+                                "only the embedded demo has a known truth")]
+    truth = pd.read_parquet(truth_path)
+    if scores is not None:
         levels = truth.groupby("video_id").difficulty.first().rename("difficulty").reset_index()
         by_level = (scores.merge(levels, on="video_id").groupby("difficulty")
                     .agg(videos=("video_id", "size"), uncertainty=("uncertainty", "mean"),
                          hard=("subset", lambda s: int((s == "hard").sum()))).reset_index())
+        summary["uncertainty_by_level"] = by_level.to_dict("records")
+        parts += ["<h3>Uncertainty and hard-subset share by difficulty level</h3>", _table(by_level)]
+    if ann is not None:
         quality = label_quality(ann, truth)
-        summary.update(uncertainty_by_level=by_level.to_dict("records"), label_quality=quality.to_dict("records"))
-        parts += ["<h2>Demo: uncertainty and hard-subset share by difficulty level</h2>", _table(by_level),
-                  "<h2>Demo: pseudo-label NME (%) against the known-warp truth</h2>", _table(quality)]
-    evaluation = json.loads((metrics / "evaluate.json").read_text())
-    rows = [{"subset": s, "method": m, **v} for s, methods in evaluation["subsets"].items() for m, v in methods.items()]
-    parts += ["<h2>LDEQ on video (NME %, NMF)</h2>", _table(pd.DataFrame(rows)),
-              "<h2>Filter constants (tuned on easy)</h2>",
-              f"<pre>{html.escape(json.dumps(evaluation['filters']))}</pre>",
-              "<h2>RwR cost</h2>", f"<pre>{html.escape(json.dumps(evaluation['rwr_cost'], indent=1))}</pre>"]
-    summary["ldeq"] = rows
-    page = ("<!doctype html><meta charset=utf-8><title>WFLW-V pipeline report</title>"
-            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}.t td,.t th{padding:2px 8px}</style>"
-            "<h1>WFLW-V pipeline report</h1>" + "".join(parts))
-    return page, summary
+        summary["label_quality"] = quality.to_dict("records")
+        fig = _figure(out, "label_error", plots.label_error_by_level, quality,
+                      "Consensus label NME (%) per demo difficulty level, valid frames", made)
+        parts += ["<h3>Pseudo-label NME (%) per level</h3>", _row(_table(quality), fig)]
+    else:
+        parts.append(missing("Label quality", inputs.manifests / "annotations.parquet", "run the annotate stage"))
+    lm_path = inputs.manifests / "landmarks.parquet"
+    if lm_path.is_file():
+        ids = sorted(set(truth.video_id))
+        lm = pq.read_table(lm_path, columns=["video_id", "frame", "model", "family", "wflw98", "mask"],
+                           filters=[("video_id", "in", ids)]).to_pandas()
+        per_model = model_quality(lm, ann, truth)
+        summary["model_quality"] = per_model.to_dict("records")
+        fig = _figure(out, "model_error", plots.model_error, per_model,
+                      "Each model's NME (%) per level over the points it defines", made)
+        table = per_model.pivot_table(index=["model", "family"], columns="difficulty", values="nme", sort=False)
+        table.columns = [f"level {c}" for c in table.columns]
+        parts += ["<h3>Per-model NME (%) per level</h3>", _row(_table(table.reset_index()), fig)]
+    else:
+        parts.append(missing("Per-model error", lm_path, "run the label stage"))
+    return parts
+
+
+def _ldeq_sections(inputs: ReportInputs, out: Path, made: dict[str, str], summary: dict[str, Any],
+                   missing: Any) -> list[str]:
+    parts = ["<h2>LDEQ on video (NME %, NMF)</h2>"]
+    metrics = inputs.metrics / "evaluate.json"
+    if metrics.is_file():
+        evaluation = json.loads(metrics.read_text())
+        rows = _ldeq_rows(evaluation)
+        summary["ldeq"] = rows
+        parts.append(_table(pd.DataFrame(rows)))
+        parts += ["<h3>Filter constants (tuned on easy)</h3>",
+                  f"<pre>{html.escape(json.dumps(evaluation.get('filters'), indent=1))}</pre>",
+                  "<h3>RwR cost</h3>", f"<pre>{html.escape(json.dumps(evaluation.get('rwr_cost'), indent=1))}</pre>"]
+    else:
+        parts.append(missing("LDEQ results", metrics, "run the evaluate stage"))
+    figures = []
+    for name, file, make, caption in (
+            ("ced", "ced.csv", plots.ced_curves, "CED on the hard frames: from scratch vs RwR"),
+            ("nmf_per_video", "nmf_per_video.csv", plots.nmf_scatter, "NMF per video: from scratch vs RwR"),
+            ("train_loss", "train_loss.csv", plots.train_loss, "Training loss")):
+        table = _read(inputs.plots / file)
+        figures.append(_figure(out, name, make, table, caption, made) if table is not None
+                       else missing(caption, inputs.plots / file, "run the train and evaluate stages"))
+    parts.append(_row(*figures))
+    return parts

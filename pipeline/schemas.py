@@ -26,6 +26,7 @@ STATUSES = (
     "ok", "unavailable", "private", "geo", "forbidden", "rate_limited", "needs_auth", "network_error",
     "download_error", "decode_error", "bad_window", "no_face", "model_error", "skipped", "error",
     "server_error", "timeout", "truncated", "too_large", "no_video_stream", "unsupported", "licence_filtered",
+    "unlabelable",
 )
 
 POINT = pa.list_(pa.float32(), 2)
@@ -106,10 +107,18 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("detector", pa.string(), nullable=False),
         pa.field("n_detections", pa.int16(), nullable=False),
         pa.field("det_score", pa.float32()),
-        pa.field("interpolated", pa.bool_(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("valid", pa.bool_(), nullable=False),
+        pa.field("roll", pa.float32()),
         pa.field("raw_box", pa.list_(pa.float32(), 4)),
         *BOX,
-    ], box_smoothing="x1..y2 are the smoothed main-track box; raw_box is the detection (null when interpolated)"),
+    ], box_smoothing="x1..y2 are the smoothed main-track box (zero-lag: filtered in both directions); raw_box is "
+                     "the box this frame's source gave before smoothing (null where source is none)",
+        source="detected (a detector found the face) | landmarks (box from the previous frame's landmarks) | "
+               "interpolated (inside a gap of <= max_gap frames) | held (within max_gap frames of a track end) | "
+               "none (no face: box is NaN)",
+        valid="true where the box can be trusted to hold the main face (detected, landmarks, interpolated)",
+        roll="in-plane head roll (degrees, image-left eye to image-right eye) where known"),
     "landmarks": _schema("landmarks", [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("frame", pa.int32(), nullable=False),
@@ -120,17 +129,34 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("confidence", pa.float32()),
         pa.field("wflw98", POINTS, nullable=False),
         pa.field("mask", pa.list_(pa.bool_()), nullable=False),
-    ], common_scheme="wflw98", mask="mask[i] is True where the model's native points define WFLW-98 point i"),
+        pa.field("licence", pa.string()),
+    ], common_scheme="wflw98", mask="mask[i] is True where the model's native points define WFLW-98 point i",
+        frames="rows only for frames whose face box is valid and where the model found the face",
+        licence="licence and terms of the model's weights (pipeline.models_store)"),
     "scores": _schema("scores", [
         pa.field("video_id", pa.string(), nullable=False),
         *_status_fields(),
         pa.field("uncertainty", pa.float64()),
         pa.field("n_frames", pa.int32()),
         pa.field("n_models", pa.int16()),
+        pa.field("n_families", pa.int16()),
+        pa.field("valid_share", pa.float32()),
+        pa.field("disagreement", pa.float32()),
+        pa.field("instability", pa.float32()),
+        pa.field("confidence", pa.float32()),
+        pa.field("frame_valid", pa.list_(pa.bool_())),
+        pa.field("frame_disagreement", pa.list_(pa.float32())),
+        pa.field("frame_instability", pa.list_(pa.float32())),
+        pa.field("frame_confidence", pa.list_(pa.float32())),
         pa.field("rank", pa.int32()),
         pa.field("subset", pa.string()),
-    ], uncertainty="mean over frames of cross-model disagreement / inter-ocular distance (WFLW 60-72)",
-        rank="1 = most uncertain"),
+    ], uncertainty="the per-video score (pipeline.uncertainty.video_score, weights in params score.weights): "
+                   "w_d*disagreement + w_i*instability + w_c*(1 - confidence) + w_v*(1 - valid_share)",
+        components="disagreement, instability: means over valid frames (inter-ocular units); confidence: mean face "
+                   "detector score over valid frames; frame_*: the same per clip frame (NaN where not defined), so "
+                   "the score can be re-run without the models",
+        status_unlabelable="fewer than score.min_valid_share of the frames are valid: no score, never hard",
+        rank="1 = most uncertain", subset="hard (n_hard most uncertain) | easy (n_hard least) | null (in between)"),
     "annotations": _schema("annotations", [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("frame", pa.int32(), nullable=False),
@@ -139,7 +165,20 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("landmarks", POINTS, nullable=False),
         pa.field("n_models", pa.int16(), nullable=False),
         pa.field("disagreement", pa.float32()),
-    ], landmark_scheme="wflw98"),
+        pa.field("valid", pa.bool_()),
+        pa.field("landmarks_raw", POINTS),
+        pa.field("n_families", pa.int16()),
+        pa.field("support", pa.list_(pa.int8())),
+        pa.field("instability", pa.float32()),
+        pa.field("confidence", pa.float32()),
+        pa.field("box_source", pa.string()),
+    ], landmark_scheme="wflw98",
+        landmarks="the robust family consensus, smoothed in time over valid frames (landmarks_raw: before smoothing); "
+                  "NaN where no model labelled the frame",
+        valid="box valid (faces stage) and >= score.min_families families agree and no collapse; invalid frames are "
+              "kept with valid=false, never dropped (null: written by an older writer)",
+        n_models="models that labelled this frame", support="per WFLW-98 point, families within the agreement "
+                                                              "distance of the consensus"),
     "video_status": _schema("video_status", [
         pa.field("stage", pa.string(), nullable=False),
         pa.field("video_id", pa.string(), nullable=False),

@@ -1,69 +1,244 @@
-"""Uncertainty of pseudo-labels: per-frame consensus and disagreement, per-video scores, hard/easy selection."""
+"""From the models' per-frame outputs to labels, validity and uncertainty per frame, a score per video, the subsets.
+
+:func:`video_labels` turns one video's ``landmarks`` rows (and its ``faces`` rows) into the robust family consensus
+(:func:`pipeline.landmarks.consensus.robust_consensus`) with, per frame:
+
+* ``valid``: the face box is valid (faces stage), at least ``min_families`` families agree with the consensus
+  (median distance within the agreement distance) and the shape did not collapse (inter-ocular distance / box side
+  within ``iod_box``);
+* ``disagreement``: mean distance of the families to the consensus over the points at least two define (IOD units);
+* ``instability``: mean distance between the raw consensus and its temporally smoothed shape (IOD units) — label
+  jitter that the rigid head motion does not explain;
+* ``confidence``: median confidence of the models that give one (the face detectors' scores on the face crop, the
+  mesh's face-presence score).
+
+Temporal smoothing (labels are built offline, so past and future frames are used): each frame's consensus is split
+into a rigid pose (similarity fit to the video's mean shape over all points) and a shape in that pose's frame; the
+shape alone is Savitzky–Golay filtered over runs of valid frames, then put back with the frame's own pose. Real and
+camera head motion (fast, rigid) is kept; point noise of the models (independent per frame) is reduced.
+
+:func:`video_score` aggregates the per-frame components with the weights in ``params.yaml`` (``score.weights``);
+:func:`select_subsets` picks the ``n_hard`` most and the ``n_hard`` least uncertain videos.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from scipy.signal import savgol_filter
 
-from pipeline.landmarks.consensus import consensus, disagreement
+from ldeq.wflw import INTEROCULAR
+from pipeline.landmarks.consensus import ConsensusModel, family_points, load_consensus_model, robust_consensus
 from pipeline.manifest import points_array
+from pipeline.params import ScoreParams
 
-__all__ = ["FrameConsensus", "frame_consensus", "video_score", "select_subsets"]
+__all__ = ["VideoLabels", "model_points", "video_labels", "smooth_shapes", "video_score", "select_subsets",
+           "COMPONENTS"]
+
+#: Per-video score components, each a mean over valid frames (confidence and valid share enter as 1 − value).
+COMPONENTS = ("disagreement", "instability", "confidence", "valid_share")
 
 
 @dataclass(frozen=True)
-class FrameConsensus:
-    """Consensus labels of one video: per frame points (F, 98, 2), family votes (F, 98), disagreement (F,)."""
+class VideoLabels:
+    """Labels of every clip frame of one video (arrays indexed like ``frames``)."""
 
-    frames: np.ndarray
-    points: np.ndarray
-    votes: np.ndarray
-    disagreement: np.ndarray
-    n_models: int
+    frames: np.ndarray  # (F,) clip frame indices
+    points: np.ndarray  # (F, 98, 2) final labels (smoothed), NaN where no model labelled the frame
+    raw: np.ndarray  # (F, 98, 2) consensus before smoothing
+    valid: np.ndarray  # (F,) bool
+    box_valid: np.ndarray  # (F,) bool
+    n_models: np.ndarray  # (F,) models that labelled the frame
+    n_families: np.ndarray  # (F,) families that labelled the frame
+    agreeing: np.ndarray  # (F,) families that agree with the consensus
+    support: np.ndarray  # (F, 98) families within the agreement distance per point
+    disagreement: np.ndarray  # (F,) NaN where fewer than two families labelled
+    instability: np.ndarray  # (F,) NaN where the frame is not valid
+    confidence: np.ndarray  # (F,) NaN where no model gives a confidence
+    models: tuple[str, ...]
+    families: tuple[str, ...]
 
 
-def frame_consensus(rows: pa.Table) -> FrameConsensus:
-    """Compute the consensus of one video's ``landmarks`` rows (any number of models per frame)."""
-    frames = np.asarray(rows.column("frame").to_numpy())
+def model_points(rows: pa.Table, frames: np.ndarray) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    """One video's ``landmarks`` rows as arrays over ``frames``.
+
+    Returns points (F, M, 98, 2) NaN where a model did not label a frame or does not define a point, the M model
+    names, each model's family, and confidences (F, M) (NaN where none).
+    """
+    names = list(dict.fromkeys(rows.column("model").to_pylist()))
+    fam_of = dict(zip(rows.column("model").to_pylist(), rows.column("family").to_pylist()))
+    pos = {int(f): i for i, f in enumerate(frames)}
+    out = np.full((len(frames), len(names), 98, 2), np.nan, np.float32)
+    conf = np.full((len(frames), len(names)), np.nan, np.float32)
+    if len(rows) == 0:
+        return out, names, [fam_of[n] for n in names], conf
     wflw = points_array(rows.column("wflw98"))
-    masks = np.array(rows.column("mask").to_pylist(), bool).reshape(len(rows), -1)
-    families = rows.column("family").to_pylist()
-    order = np.unique(frames)
-    points, votes, spread = [], [], []
-    for f in order:
-        sel = np.flatnonzero(frames == f)
-        fam = [families[i] for i in sel]
-        centre, vote = consensus(wflw[sel], masks[sel], fam)
-        points.append(centre)
-        votes.append(vote)
-        spread.append(disagreement(wflw[sel], masks[sel], centre, vote))
-    n_models = len(set(rows.column("model").to_pylist()))
-    return FrameConsensus(order, np.stack(points), np.stack(votes), np.array(spread, np.float64), n_models)
+    mask = np.asarray(rows.column("mask").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                      bool).reshape(len(rows), -1)
+    fi = np.array([pos.get(int(f), -1) for f in rows.column("frame").to_pylist()])
+    mi = np.array([names.index(m) for m in rows.column("model").to_pylist()])
+    keep = fi >= 0
+    out[fi[keep], mi[keep]] = np.where(mask[keep, :, None], wflw[keep], np.nan)
+    c = np.array([np.nan if v is None else v for v in rows.column("confidence").to_pylist()], np.float32)
+    conf[fi[keep], mi[keep]] = c[keep]
+    return out, names, [fam_of[n] for n in names], conf
 
 
-def video_score(video_id: str, fc: FrameConsensus, min_models: int) -> dict[str, Any]:
-    """A ``scores`` row (without rank/subset): mean per-frame disagreement when enough models voted."""
-    valid = fc.disagreement[np.isfinite(fc.disagreement)]
-    if fc.n_models < min_models or valid.size == 0:
-        return {"video_id": video_id, "status": "model_error", "n_frames": len(fc.frames), "n_models": fc.n_models,
-                "error": f"{fc.n_models} model(s) labelled this video; scoring needs >= {min_models}"}
-    return {"video_id": video_id, "status": "ok", "error": None, "uncertainty": float(valid.mean()),
-            "n_frames": len(fc.frames), "n_models": fc.n_models}
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of True in a boolean array."""
+    edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ≈ s R src + t`` (Umeyama, no reflection): s, R (2, 2), t (2,)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    rot = u @ np.diag([1.0, d]) @ vt
+    scale = float((sig * [1.0, d]).sum() / max((a**2).sum(), 1e-12))
+    return scale, rot, mu_d - scale * rot @ mu_s
+
+
+def smooth_shapes(points: np.ndarray, use: np.ndarray, window: int, order: int) -> np.ndarray:
+    """Savitzky–Golay filter the non-rigid shape of ``points`` (F, 98, 2) over runs of ``use`` frames.
+
+    Each frame is mapped by its own similarity (fitted on the points every used frame defines) onto the mean shape of
+    the used frames, the mapped shapes are filtered in time (runs shorter than ``window`` get the longest odd window
+    that fits, none below ``order + 2``), and mapped back with the same similarity. Frames outside ``use`` and points
+    some used frame lacks are returned as they are.
+    """
+    out = points.astype(np.float64).copy()
+    if window <= 1 or not use.any():
+        return out.astype(np.float32)
+    defined = np.isfinite(out[use]).all(axis=(0, 2))  # points every used frame has (the pose is fitted on them)
+    if defined.sum() < 3:
+        return out.astype(np.float32)
+    reference = out[use].mean(axis=0)
+    shapes = np.full_like(out, np.nan)
+    poses: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
+    for frame in np.flatnonzero(use).tolist():
+        s, rot, t = _similarity(out[frame, defined], reference[defined])
+        poses[frame] = (s, rot, t)
+        shapes[frame] = s * out[frame] @ rot.T + t
+    for start, stop in _runs(use):
+        n = stop - start
+        w = min(window - 1 + window % 2, n if n % 2 else n - 1)  # odd, and no longer than the run
+        if w < order + 2:
+            continue
+        filtered = savgol_filter(shapes[start:stop, defined], w, order, axis=0, mode="interp")
+        for k, f in enumerate(range(start, stop)):
+            s, rot, t = poses[f]
+            out[f, defined] = (filtered[k] - t) @ rot / s
+    return out.astype(np.float32)
+
+
+def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = None,
+                 model: ConsensusModel | None = None) -> VideoLabels:
+    """Consensus labels, validity and per-frame uncertainty components of one video.
+
+    ``faces`` (the video's faces rows) gives the clip's frames, box validity and box sides; without it the frames
+    are those with landmarks and every box counts as valid (tests, truth-box benchmarks).
+    """
+    if faces is not None:
+        frames = np.asarray(faces.column("frame").to_numpy(), np.int64)
+        box_valid = np.asarray(faces.column("valid").to_numpy(zero_copy_only=False), bool)
+        boxes = np.stack([faces.column(k).to_numpy(zero_copy_only=False) for k in ("x1", "y1", "x2", "y2")], 1)
+    else:
+        frames = np.unique(np.asarray(rows.column("frame").to_numpy(), np.int64))
+        box_valid = np.ones(len(frames), bool)
+        boxes = np.full((len(frames), 4), np.nan)
+    model = model or load_consensus_model(use_offsets=params.offsets)
+    pts, names, fams, conf = model_points(rows, frames)
+    labelled = np.isfinite(pts).all(axis=-1).any(axis=-1)  # (F, M)
+    fam_pts, fam_names = family_points(pts, fams)
+    result = robust_consensus(fam_pts, fam_names, model)
+    fam_labelled = np.isfinite(fam_pts).all(axis=-1).any(axis=-1)  # (F, K)
+    n_families = fam_labelled.sum(axis=1)
+    agreeing = (fam_labelled & (np.nan_to_num(result.residual, nan=np.inf) <= model.agree)).sum(axis=1)
+    # disagreement: families' mean distance to the consensus over points two or more of them define
+    shared = np.isfinite(fam_pts).all(axis=-1) & (result.families >= 2)[:, None]
+    dist = np.linalg.norm(fam_pts - result.points[:, None], axis=-1) / result.scale[:, None, None]
+    count = shared.sum(axis=(1, 2))
+    spread = np.where(count > 0, np.where(shared, np.nan_to_num(dist), 0).sum(axis=(1, 2)) / np.maximum(count, 1),
+                      np.nan)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    ratio = result.scale / side
+    lo, hi = params.iod_box
+    shape_ok = np.where(np.isfinite(ratio), (ratio >= lo) & (ratio <= hi), np.isfinite(result.scale))
+    valid = box_valid & (agreeing >= params.min_families) & shape_ok
+    smoothed = smooth_shapes(result.points, valid, params.smooth_window, params.smooth_order)
+    a, b = INTEROCULAR
+    iod = np.linalg.norm(result.points[:, b] - result.points[:, a], axis=-1)
+    jitter = np.linalg.norm(result.points - smoothed, axis=-1).mean(axis=-1) / iod
+    confidence = np.full(len(frames), np.nan)
+    has_conf = np.isfinite(conf).any(axis=1)
+    if has_conf.any():
+        confidence[has_conf] = np.nanmedian(conf[has_conf], axis=1)
+    return VideoLabels(
+        frames=frames, points=smoothed, raw=result.points, valid=valid, box_valid=box_valid,
+        n_models=labelled.sum(axis=1).astype(np.int16), n_families=n_families.astype(np.int16),
+        agreeing=agreeing.astype(np.int16), support=result.support, disagreement=spread,
+        instability=np.where(valid, jitter, np.nan), confidence=confidence.astype(np.float64),
+        models=tuple(names), families=tuple(fam_names),
+    )
+
+
+def _mean(values: np.ndarray, use: np.ndarray) -> float:
+    sel = values[use & np.isfinite(values)]
+    return float(sel.mean()) if sel.size else float("nan")
+
+
+def video_score(video_id: str, labels: VideoLabels, params: ScoreParams) -> dict[str, Any]:
+    """A ``scores`` row (without rank/subset), per-frame components included.
+
+    Status ``model_error`` when frames were labelled but by fewer than ``min_families`` families in all (models
+    missing); ``unlabelable`` when fewer than ``min_valid_share`` of its frames are valid, e.g. no frame had a valid
+    face box (such a video is never ranked, so never "hard").
+    """
+    n = len(labels.frames)
+    valid_share = float(labels.valid.mean()) if n else 0.0
+    row: dict[str, Any] = {
+        "video_id": video_id, "n_frames": n, "n_models": len(labels.models), "n_families": len(labels.families),
+        "valid_share": valid_share, "disagreement": _mean(labels.disagreement, labels.valid),
+        "instability": _mean(labels.instability, labels.valid), "confidence": _mean(labels.confidence, labels.valid),
+        "frame_valid": labels.valid.tolist(), "frame_disagreement": labels.disagreement.astype(np.float32),
+        "frame_instability": labels.instability.astype(np.float32),
+        "frame_confidence": labels.confidence.astype(np.float32),
+    }
+    if labels.n_models.any() and len(labels.families) < params.min_families:
+        return {**row, "status": "model_error",
+                "error": f"{len(labels.families)} model famil(ies) labelled this video; scoring needs >= "
+                         f"{params.min_families}"}
+    if valid_share < params.min_valid_share:
+        return {**row, "status": "unlabelable",
+                "error": f"{labels.valid.sum()} of {n} frames valid ({valid_share:.0%} < "
+                         f"{params.min_valid_share:.0%}): too few to label"}
+    return {**row, "status": "ok", "error": None, "uncertainty": aggregate(row, params)}
+
+
+def aggregate(row: dict[str, Any], params: ScoreParams) -> float:
+    """The per-video score from its components (a ``scores`` row): the weighted sum documented in params.yaml."""
+    w: dict[str, float] = {str(k): v for k, v in params.weights.items()}
+    terms = {"disagreement": row["disagreement"], "instability": row["instability"],
+             "confidence": 1.0 - row["confidence"], "valid_share": 1.0 - row["valid_share"]}
+    return float(sum(w.get(k, 0.0) * (float(v) if np.isfinite(v) else 0.0) for k, v in terms.items()))
 
 
 def select_subsets(rows: list[dict[str, Any]], n_hard: int) -> list[dict[str, Any]]:
-    """Rank scored videos by uncertainty (1 = most uncertain); the top ``n_hard`` are ``hard``, the rest ``easy``.
+    """Rank scored videos by uncertainty (1 = most uncertain): the top ``n_hard`` are ``hard``, the bottom ``n_hard``
+    ``easy`` (at most half of the scored videos each, so the two are always the same size).
 
-    Ties break by video_id so the split is deterministic. Unscored videos get subset ``None``.
+    Ties break by video_id (ascending from the hard end) so the split is deterministic. Unscored videos and those
+    in the middle get subset ``None``.
     """
     scored = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-r["uncertainty"], r["video_id"]))
-    if n_hard > len(scored):
-        n_hard = math.ceil(len(scored) / 2)
+    n = min(n_hard, len(scored) // 2)
     for rank, row in enumerate(scored, start=1):
         row["rank"] = rank
-        row["subset"] = "hard" if rank <= n_hard else "easy"
+        row["subset"] = "hard" if rank <= n else "easy" if rank > len(scored) - n else None
     return rows

@@ -25,23 +25,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     export_dir = Path(stage_params("annotate", args.params).export_dir)
+    score = stage_params("score", args.params)
     subsets = {r["video_id"]: r["subset"] for r in read_table(args.scores, "scores").to_pylist() if r["subset"]}
     clips = {r["video_id"]: r["path"] for r in read_table(args.clips, "clips").to_pylist()}
     landmarks = rows_by_video(read_table(args.landmarks, "landmarks"))
     faces = rows_by_video(read_table(args.faces, "faces"))
-    rows, failed = [], 0
+    rows, failed, invalid = [], 0, 0
     for video_id, subset in sorted(subsets.items()):
         try:
-            result = video_annotations(video_id, subset, landmarks[video_id], faces[video_id])
-            export_wflw_v(export_dir, video_id, result["boxes"], result["points"], Path(clips[video_id]))
+            result = video_annotations(video_id, subset, landmarks[video_id], faces[video_id], score)
+            export_wflw_v(export_dir, video_id, result["boxes"], result["points"], Path(clips[video_id]),
+                          result["valid"])
         except (ValueError, KeyError, OSError) as err:
             log.error("annotate: %s skipped: %s", video_id, err)
             failed += 1
             continue
         rows += result["rows"]
+        invalid += int((~result["valid"]).sum())
     write_rows(rows, "annotations", args.out)
-    log.info("annotate: %d videos (%d frames) written, %d failed; export in %s",
-             len(subsets) - failed, len(rows), failed, export_dir)
+    log.info("annotate: %d videos (%d frames, %d flagged invalid) written, %d failed; export in %s",
+             len(subsets) - failed, len(rows), invalid, failed, export_dir)
     return 0
 
 

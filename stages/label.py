@@ -1,4 +1,4 @@
-"""Stage `label`: run every available landmark model on the main face of every frame (pseudo-labels)."""
+"""Stage `label`: run every available landmark model on the main face of every frame with a valid face box."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import logging
 import sys
 from typing import Any
 
+import numpy as np
+
 from pipeline.cli import run_frame_stage, run_stage, setup_logging, skipped_row, stage_parser
 from pipeline.landmarks.label import available_models, label_video
-from pipeline.manifest import read_table, rows_by_video
+from pipeline.manifest import boxes_array, read_table, rows_by_video
 from pipeline.params import stage_params
 
 log = logging.getLogger("stages.label")
 
 
 def _label(item: dict[str, Any], models: list[str]) -> dict[str, Any]:
-    return label_video(item["video_id"], item["path"], item["boxes"], models)
+    return label_video(item["video_id"], item["path"], item["boxes"], models, item["valid"], item["rolls"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("labelling with %s", ", ".join(models))
     paths = {c["video_id"]: c["path"] for c in read_table(args.clips, "clips").to_pylist()}
-    boxes = {vid: [[r["x1"], r["y1"], r["x2"], r["y2"]] for r in t.to_pylist()]
-             for vid, t in rows_by_video(read_table(args.faces, "faces")).items()}
-    todo = [{"video_id": v, "path": paths[v], "boxes": b} for v, b in boxes.items()]
+    todo = []
+    for vid, t in rows_by_video(read_table(args.faces, "faces")).items():
+        # frames without a valid box (source "none", or held past a track end) are not labelled at all
+        todo.append({"video_id": vid, "path": paths[vid], "boxes": boxes_array(t),
+                     "valid": np.asarray(t.column("valid").to_numpy(zero_copy_only=False), bool),
+                     "rolls": np.asarray(t.column("roll").to_numpy(zero_copy_only=False), np.float64)})
     skipped = [skipped_row(s["video_id"], "faces", s["status"], s["error"])
                for s in read_table(args.faces_status, "video_status").to_pylist() if s["status"] != "ok"]
     run_frame_stage("label", _label, todo, skipped, stage_params("cluster", args.params), "landmarks", args.out,

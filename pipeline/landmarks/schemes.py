@@ -14,9 +14,32 @@ import numpy as np
 
 from ldeq.wflw import NUM_POINTS, WFLW_TO_IBUG68
 
-__all__ = ["SchemeMap", "to_wflw98", "scheme_map", "NATIVE_SIZES", "MESH468_TO_IBUG68"]
+__all__ = ["SchemeMap", "to_wflw98", "scheme_map", "NATIVE_SIZES", "MESH468_TO_IBUG68", "FIVE_TO_WFLW98", "REGIONS",
+           "REGION_OF_POINT", "POINTS68"]
 
-NATIVE_SIZES = {"wflw98": 98, "ibug68": 68, "mesh468": 468}
+NATIVE_SIZES = {"wflw98": 98, "ibug68": 68, "mesh468": 468, "five": 5}
+
+#: WFLW-98 point of each face-detector keypoint (order of ``pipeline.faces.detectors.KEYPOINTS5``). WFLW's points 96
+#: and 97 are the pupils, i.e. the eye centres detectors are trained to mark (WIDER FACE / CelebA style), so the map
+#: is point-to-point: image-left eye → 96, image-right eye → 97, nose tip → 54, mouth corners → 76 and 82.
+FIVE_TO_WFLW98 = np.array([96, 97, 54, 76, 82], dtype=np.int64)
+
+#: WFLW-98 regions; consensus weights and offsets are per family and per region.
+REGIONS: dict[str, np.ndarray] = {
+    "contour": np.arange(0, 33),
+    "brows": np.arange(33, 51),
+    "nose": np.arange(51, 60),
+    "eyes": np.r_[np.arange(60, 76), 96, 97],
+    "mouth": np.arange(76, 96),
+}
+
+#: Region index (into ``list(REGIONS)``) of every WFLW-98 point.
+REGION_OF_POINT = np.zeros(98, np.int64)
+for _k, _idx in enumerate(REGIONS.values()):
+    REGION_OF_POINT[_idx] = _k
+
+#: The WFLW-98 points that are iBUG-68 points (NME on "the 68-point subset").
+POINTS68 = np.sort(WFLW_TO_IBUG68)
 
 #: MediaPipe face mesh vertex for each iBUG-68 point (subject's right side first, as in iBUG).
 MESH468_TO_IBUG68 = np.array(
@@ -65,7 +88,7 @@ def _from_ibug68(n_native: int, ibug_index: np.ndarray) -> tuple[np.ndarray, np.
 
 @cache
 def scheme_map(source: str) -> SchemeMap:
-    """Return the map from scheme ``source`` (``wflw98``, ``ibug68`` or ``mesh468``) to WFLW-98."""
+    """Return the map from scheme ``source`` (``wflw98``, ``ibug68``, ``mesh468`` or ``five``) to WFLW-98."""
     if source == "wflw98":
         return SchemeMap(source, np.eye(NUM_POINTS), np.ones(NUM_POINTS, bool))
     if source == "ibug68":
@@ -77,6 +100,12 @@ def scheme_map(source: str) -> SchemeMap:
             weights[wflw] = 0.0
             weights[wflw, vertex] = 1.0
             mask[wflw] = True
+        return SchemeMap(source, weights, mask)
+    if source == "five":
+        weights = np.zeros((NUM_POINTS, 5), np.float64)
+        weights[FIVE_TO_WFLW98, np.arange(5)] = 1.0
+        mask = np.zeros(NUM_POINTS, bool)
+        mask[FIVE_TO_WFLW98] = True
         return SchemeMap(source, weights, mask)
     raise KeyError(f"no map from scheme {source!r} to wflw98; known: {sorted(NATIVE_SIZES)}")
 

@@ -18,9 +18,13 @@ def test_closure_follows_lazy_relative_and_package_imports(tmp_path):
     (pkg / "sub" / "deep.py").write_text("")
     (pkg / "lazy.py").write_text("X = 1\n")
     (pkg / "unused.py").write_text("")
+    (pkg / "byname.py").write_text("")
     (pkg / "main.py").write_text(textwrap.dedent("""
+        import importlib
         import os
         from pipeline import sub
+
+        BACKEND = importlib.import_module("pipeline.byname")  # imported by name: still a dependency
 
         def run():
             from .lazy import X  # imported only when run() is called: still a dependency
@@ -28,7 +32,7 @@ def test_closure_follows_lazy_relative_and_package_imports(tmp_path):
     """))
     files = {str(f) for f in import_closure("pipeline.main", tmp_path)}
     assert files == {"pipeline/__init__.py", "pipeline/main.py", "pipeline/sub/__init__.py",
-                     "pipeline/sub/deep.py", "pipeline/lazy.py"}
+                     "pipeline/sub/deep.py", "pipeline/lazy.py", "pipeline/byname.py"}
 
 
 def test_a_missing_dep_is_reported(tmp_path):

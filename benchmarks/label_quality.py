@@ -1,0 +1,436 @@
+"""Pseudo-label quality on the demo truth: every model, the consensus rules, validity, the video score, flicker, speed.
+
+Steps (each reads what the previous one cached under ``.cache/label_quality/``):
+
+* ``--collect``: run every landmark model (``MODELS``) through the label stage's own code
+  (:func:`pipeline.landmarks.label.label_video`) on every demo clip, once with the truth boxes (isolates label
+  quality from tracking) and, when ``manifests/faces.parquet`` exists, once with the faces stage's boxes;
+* ``--fit``: measure the consensus model on the *fit half* of the demo (identities in sorted order, alternately:
+  astronaut, t1face1, t1face3, t1face5) and write ``pipeline/landmarks/weights.json``: per-family offsets from
+  the annotation-trained families (no truth used), per-family per-region weights from the truth;
+* always: the tables, for the fit half, the held-out half (t1face0, t1face2, t1face4) and all;
+* ``--timing``: per-model ms per face and the label stage's per-frame time on demo frames (one thread).
+
+    python benchmarks/label_quality.py --collect --fit --timing --out benchmarks/results/label_quality.json
+
+The demo truth was itself made by the dlib-68 + MediaPipe-mesh-v2 family mean on clean stills: it favours those two
+models and carries half of the mesh's jaw offset. Offsets are therefore measured without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from scipy.stats import spearmanr
+
+from ldeq.wflw import INTEROCULAR
+from pipeline.landmarks.consensus import (
+    WEIGHTS_FILE,
+    ConsensusModel,
+    apply_offsets,
+    family_points,
+    fit_offsets,
+    fit_weights,
+    load_consensus_model,
+    robust_consensus,
+)
+from pipeline.landmarks.schemes import POINTS68, REGIONS
+from pipeline.manifest import read_table, rows_by_video, write_json, write_rows
+from pipeline.params import PROJECT_PARAMS, stage_params
+from pipeline.uncertainty import model_points, select_subsets, video_labels, video_score
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "label_quality"
+MODELS = ["dlib_68", "mediapipe_mesh_v2", "mediapipe_mesh_v1", "faceapi_68", "faceapi_68_tiny",
+          "retinaface_5", "centerface_5", "yunet_5", "mtcnn_5"]
+ANCHORS = ["dlib_ert", "faceapi_cnn"]  # families trained on human iBUG-68 annotations
+TODAY = ["dlib_68", "mediapipe_mesh_v2"]  # main before this change: equal vote of these two
+
+
+def split_of(media: str) -> str:
+    """``fit`` or ``held_out``: demo identities in sorted order, alternately (carphone has no truth)."""
+    ids = ["astronaut", "t1face0", "t1face1", "t1face2", "t1face3", "t1face4", "t1face5"]
+    return "fit" if ids.index(media) % 2 == 0 else "held_out"
+
+
+# --------------------------------------------------------------------------------------------------- collection
+
+
+def collect(truth: pd.DataFrame) -> None:
+    """Label every demo clip with every model: truth boxes (raw clips), and the faces stage's boxes if present."""
+    from pipeline.landmarks.label import label_video
+
+    torch.set_num_threads(1)
+    demo = stage_params("demo", PROJECT_PARAMS)
+    n_raw = demo.lead_frames + demo.clip_frames + demo.tail_frames
+    rows: list[dict[str, Any]] = []
+    for vid, t in truth.groupby("video_id"):
+        ok = t[t.has_truth & t.visible.fillna(False)]
+        if ok.empty:
+            continue
+        boxes = np.full((n_raw, 4), np.nan)
+        boxes[demo.lead_frames + ok.frame.to_numpy()] = ok[["x1", "y1", "x2", "y2"]].to_numpy()
+        out = label_video(vid, ROOT / "data" / "demo" / "raw" / f"{vid}.mp4", boxes, MODELS)
+        print(vid, out["status"]["status"], len(out["rows"]), flush=True)
+        for r in out["rows"]:
+            r["frame"] -= demo.lead_frames  # raw frame → clip (truth) frame
+        rows += out["rows"]
+    write_rows(rows, "landmarks", CACHE / "truthbox.parquet")
+    faces_path = ROOT / "manifests" / "faces.parquet"
+    if faces_path.is_file():
+        clips = {c["video_id"]: c["path"] for c in read_table(ROOT / "manifests" / "clips.parquet", "clips")
+                 .to_pylist()}
+        rows = []
+        for vid, t in rows_by_video(read_table(faces_path, "faces")).items():
+            boxes = np.stack([t.column(k).to_numpy(zero_copy_only=False) for k in ("x1", "y1", "x2", "y2")], 1)
+            out = label_video(vid, ROOT / clips[vid], boxes, MODELS, t.column("valid").to_numpy(zero_copy_only=False),
+                              t.column("roll").to_numpy(zero_copy_only=False))
+            print(vid, "faces boxes:", out["status"]["status"], len(out["rows"]), flush=True)
+            rows += out["rows"]
+        write_rows(rows, "landmarks", CACHE / "facebox.parquet")
+        pa.parquet.write_table(read_table(faces_path, "faces"), CACHE / "faces.parquet")
+
+
+# ---------------------------------------------------------------------------------------------------- the data
+
+
+def load_videos(cache: Path, truth: pd.DataFrame, faces: Path | None = None) -> list[dict[str, Any]]:
+    """Per demo video with truth: its landmark rows, truth (F, 98, 2) on the truth frames, level, scenario, split."""
+    tables = rows_by_video(read_table(cache, "landmarks"))
+    face_tables = rows_by_video(read_table(faces, "faces")) if faces else {}
+    out = []
+    for vid, t in truth.groupby("video_id"):
+        ok = t[t.has_truth & t.visible.fillna(False)]
+        if ok.empty or vid not in tables:
+            continue
+        out.append({"video_id": vid, "rows": tables[vid], "faces": face_tables.get(vid),
+                    "frames": ok.frame.to_numpy(), "truth": np.stack([np.stack(p) for p in ok.landmarks]),
+                    "level": int(ok.difficulty.iloc[0]), "scenario": ok.scenario.iloc[0],
+                    "split": split_of(ok.media.iloc[0])})
+    return out
+
+
+def nme(pred: np.ndarray, truth: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """Per-frame NME (%, outer-eye-corner distance of the truth) over ``points`` (default: where pred is finite)."""
+    a, b = INTEROCULAR
+    iod = np.linalg.norm(truth[:, b] - truth[:, a], axis=-1)
+    d = np.linalg.norm(pred - truth, axis=-1)
+    if points is not None:
+        d = d[:, points]
+    return 100 * np.nanmean(d, axis=-1) / iod
+
+
+def flicker(pred: np.ndarray, truth: np.ndarray, frames: np.ndarray, use: np.ndarray) -> float:
+    """Mean frame-to-frame change of the label error (%, inter-ocular) over consecutive used frames."""
+    a, b = INTEROCULAR
+    err = pred - truth
+    iod = np.linalg.norm(truth[:, b] - truth[:, a], axis=-1)
+    pair = (np.diff(frames) == 1) & use[1:] & use[:-1]
+    if not pair.any():
+        return float("nan")
+    step = np.linalg.norm(np.diff(err, axis=0), axis=-1).mean(axis=-1) / iod[1:]
+    return float(100 * step[pair].mean())
+
+
+# ---------------------------------------------------------------------------------------------------- fitting
+
+
+def fit(videos: list[dict[str, Any]]) -> dict[str, Any]:
+    """Offsets (truth-free) and weights (truth, per-video mean error removed) on the fit half; the weights file."""
+    pts, truths, groups, families = [], [], [], None
+    for v in videos:
+        if v["split"] != "fit":
+            continue
+        mp, names, fams, _ = model_points(v["rows"], v["frames"])
+        fp, families_v = family_points(mp, fams)
+        if families is None:
+            families = families_v
+        order = [families_v.index(f) for f in families]
+        pts.append(fp[:, order])
+        truths.append(v["truth"])
+        groups += [v["video_id"]] * len(v["frames"])
+    assert families is not None
+    points = np.concatenate(pts)
+    truth = np.concatenate(truths)
+    offsets = fit_offsets(points, families, ANCHORS)
+    anchor_ref = np.nanmean(points[:, [families.index(f) for f in ANCHORS]], axis=1)
+    corrected = apply_offsets(points, families, offsets, anchor_ref)
+    weights = fit_weights(corrected, families, truth, np.array(groups))
+    weights_total = fit_weights(corrected, families, truth)
+    return {
+        "regions": list(REGIONS), "default_weight": 1.0,
+        "constants": {"point_scale": 0.08, "frame_scale": 0.08, "agree": 0.15},
+        "anchors": ANCHORS,
+        "weights": {f: [round(w, 4) for w in ws] for f, ws in weights.items()},
+        "weights_with_offset_error": {f: [round(w, 4) for w in ws] for f, ws in weights_total.items()},
+        "offsets": {f: np.round(o, 4).tolist() for f, o in offsets.items()},
+        "provenance": "benchmarks/label_quality.py --fit: demo videos of astronaut, t1face1, t1face3, t1face5 with "
+                      "truth boxes; offsets: median face-frame offset of each family from the mean of the anchor "
+                      "families (no truth); weights: 1 / mean squared error against the demo truth per region, "
+                      "each video's mean error removed (scatter under degradation, not the reference's own "
+                      "offset), normalised to 1 per region",
+    }
+
+
+# ------------------------------------------------------------------------------------------------- evaluation
+
+
+def consensus_variants(v: dict[str, Any], cmodel: ConsensusModel, pipeline_models: list[str]) -> dict[str, np.ndarray]:
+    """Per alternative rule, the labels (F, 98, 2) of one video on its truth frames."""
+    mp, names, fams, _ = model_points(v["rows"], v["frames"])
+
+    def fam(models: list[str]) -> tuple[np.ndarray, list[str]]:
+        idx = [names.index(m) for m in models if m in names]
+        return family_points(mp[:, idx], [fams[i] for i in idx])
+
+    out = {"today": robust_consensus(*fam(TODAY), ConsensusModel(), iterations=0).points}
+    out["robust dlib+mesh"] = robust_consensus(*fam(TODAY), cmodel).points
+    out["median, all 9"] = robust_consensus(*fam(names), ConsensusModel(), iterations=0).points
+    out["robust, all 9"] = robust_consensus(*fam(names), cmodel).points
+    with_offsets = load_consensus_model(use_offsets=True)
+    out["robust + offsets"] = robust_consensus(*fam(pipeline_models), with_offsets).points
+    return out
+
+
+RULES = ["today", "robust dlib+mesh", "median, all 9", "robust, all 9", "robust + offsets"]
+
+
+def evaluate(videos: list[dict[str, Any]], params: Any, cmodel: ConsensusModel,
+             pipeline_models: list[str]) -> dict[str, Any]:
+    """Per frame: NME of every model, of the pipeline's consensus (on all points and on each model's points) and of
+    the alternative rules; per video: the score components, the true error and the flicker."""
+    per_frame: list[dict[str, Any]] = []
+    per_video: list[dict[str, Any]] = []
+    for v in videos:
+        rows = v["rows"]
+        keep = pa.compute.is_in(rows.column("model"), pa.array(pipeline_models))
+        labels = video_labels(rows.filter(keep), params, v["faces"], cmodel)
+        pos = {int(f): i for i, f in enumerate(labels.frames)}
+        idx = np.array([pos.get(int(f), -1) for f in v["frames"]])
+        have = idx >= 0
+        frames, truth = v["frames"][have], v["truth"][have]
+        sel = idx[have]
+        valid = labels.valid[sel]
+        base = {"video_id": v["video_id"], "level": v["level"], "split": v["split"], "scenario": v["scenario"]}
+        raw, final = labels.raw[sel], labels.points[sel]
+        rec = {**base, "frames": frames, "valid": valid,
+               "consensus": nme(raw, truth), "consensus_68": nme(raw, truth, POINTS68),
+               "smoothed": nme(final, truth), "smoothed_68": nme(final, truth, POINTS68),
+               "consensus_valid": np.where(valid, nme(raw, truth), np.nan)}
+        mp, names, fams, _ = model_points(rows, frames)
+        for k, name in enumerate(names):
+            own = np.flatnonzero(np.isfinite(mp[:, k]).all(-1).any(0))
+            labelled = np.isfinite(mp[:, k]).all(-1).any(-1)
+            rec[name] = nme(mp[:, k], truth)
+            rec["cons@" + name] = np.where(labelled, nme(raw, truth, own), np.nan)
+            if len(own) >= 68:
+                rec[name + "_68"] = nme(mp[:, k], truth, np.intersect1d(POINTS68, own))
+        for rule, pts in consensus_variants({**v, "frames": frames}, cmodel, pipeline_models).items():
+            rec[rule] = nme(pts, truth)
+            rec[rule + "_68"] = nme(pts, truth, POINTS68)
+        per_frame.append(rec)
+        score = video_score(v["video_id"], labels, params)
+        per_video.append({**base, **{k: score[k] for k in ("status", "disagreement", "instability", "confidence",
+                                                           "valid_share")},
+                          "uncertainty": score.get("uncertainty"), "true_error": float(np.nanmean(
+                              nme(final, truth)[valid])) if valid.any() else float("nan"),
+                          "flicker_raw": flicker(raw, truth, frames, valid),
+                          "flicker_smoothed": flicker(final, truth, frames, valid),
+                          "nme_raw": float(np.nanmean(nme(raw, truth)[valid])) if valid.any() else float("nan")})
+    return {"per_frame": per_frame, "per_video": per_video}
+
+
+def single_model_check(per_frame: list[dict[str, Any]], models: list[str], split: str | None) -> list[dict[str, Any]]:
+    """Per level: the consensus's NME on each model's own points ÷ that model's NME (same frames, same points)."""
+    out = []
+    recs = [r for r in per_frame if split is None or r["split"] == split]
+    for level in sorted({r["level"] for r in recs}):
+        sub = [r for r in recs if r["level"] == level]
+        row: dict[str, Any] = {"level": level}
+        for m in models:
+            mine = np.concatenate([r[m] for r in sub if m in r])
+            cons = np.concatenate([r["cons@" + m] for r in sub if m in r])
+            ok = np.isfinite(mine) & np.isfinite(cons)
+            row[m] = round(float(cons[ok].mean() / mine[ok].mean()), 3) if ok.any() else None
+        row["worst"] = max(v for k, v in row.items() if k != "level" and v is not None)
+        out.append(row)
+    return out
+
+
+def level_table(per_frame: list[dict[str, Any]], columns: list[str], split: str | None) -> list[dict[str, Any]]:
+    """Mean per-frame NME per level (frames of every label, valid or not) and the valid share."""
+    out = []
+    recs = [r for r in per_frame if split is None or r["split"] == split]
+    for level in sorted({r["level"] for r in recs}):
+        sub = [r for r in recs if r["level"] == level]
+        row: dict[str, Any] = {"level": level, "videos": len(sub), "frames": int(sum(len(r["frames"]) for r in sub)),
+                               "valid_share": float(np.mean(np.concatenate([r["valid"] for r in sub])))}
+        for c in columns:
+            vals = np.concatenate([r[c] for r in sub if c in r] or [np.array([np.nan])])
+            row[c] = round(float(np.nanmean(vals)), 3) if np.isfinite(vals).any() else None
+        out.append(row)
+    return out
+
+
+def score_summary(per_video: list[dict[str, Any]], n_hard: int) -> dict[str, Any]:
+    """Spearman of the score and of each component with the true error; hard ÷ easy true error."""
+    ok = [r for r in per_video if r["status"] == "ok" and np.isfinite(r["true_error"])]
+    err = np.array([r["true_error"] for r in ok])
+    out: dict[str, Any] = {"videos": len(ok)}
+    for key, sign in (("uncertainty", 1), ("disagreement", 1), ("instability", 1), ("confidence", -1),
+                      ("valid_share", -1)):
+        vals = np.array([sign * r[key] for r in ok], float)
+        out[f"spearman_{key}"] = round(float(spearmanr(vals, err).statistic), 3) if np.isfinite(vals).all() else None
+    ranked = select_subsets([dict(r) for r in ok], n_hard)
+    hard = [r["true_error"] for r in ranked if r.get("subset") == "hard"]
+    easy = [r["true_error"] for r in ranked if r.get("subset") == "easy"]
+    out.update(n_hard=len(hard), n_easy=len(easy), hard_error=round(float(np.mean(hard)), 3),
+               easy_error=round(float(np.mean(easy)), 3), hard_over_easy=round(float(np.mean(hard) / np.mean(easy)), 2),
+               hard_levels=sorted(r["level"] for r in ranked if r.get("subset") == "hard"))
+    return out
+
+
+def flicker_table(per_video: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for level in sorted({r["level"] for r in per_video}):
+        sub = [r for r in per_video if r["level"] == level]
+        out.append({"level": level, "flicker_raw": round(float(np.nanmean([r["flicker_raw"] for r in sub])), 3),
+                    "flicker_smoothed": round(float(np.nanmean([r["flicker_smoothed"] for r in sub])), 3)})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- timing
+
+
+def timing(truth: pd.DataFrame, pipeline_models: list[str], n_videos: int = 4) -> dict[str, Any]:
+    """ms per face of each model (``predict`` on fully decoded frames), and the label stage's ms per frame on the same
+    frames for the pipeline's models and for today's two (decode, canvas and rows included; one thread)."""
+    from pipeline.landmarks.label import create_model, label_video
+    from pipeline.video import iter_frames
+
+    torch.set_num_threads(1)
+    demo = stage_params("demo", PROJECT_PARAMS)
+    n_raw = demo.lead_frames + demo.clip_frames + demo.tail_frames
+    levels = truth.groupby("video_id").difficulty.first()
+    vids = [next(v for v in sorted(levels.index) if levels[v] == lv and "carphone" not in v) for lv in range(4)]
+    vids = vids[:n_videos]
+    models = {m: create_model(m) for m in MODELS}
+    per_model: dict[str, list[float]] = {m: [] for m in MODELS}
+    stage_ms = {"pipeline": 0.0, "today": 0.0}
+    frames_done = 0
+    for vid in vids:
+        t = truth[(truth.video_id == vid) & truth.has_truth]
+        boxes = np.full((n_raw, 4), np.nan)
+        boxes[demo.lead_frames + t.frame.to_numpy()] = t[["x1", "y1", "x2", "y2"]].to_numpy()
+        path = ROOT / "data" / "demo" / "raw" / f"{vid}.mp4"
+        for f in iter_frames(path):
+            if not np.isfinite(boxes[f.index]).all():
+                continue
+            for m, model in models.items():
+                start = time.perf_counter()
+                model.predict(f.rgb, boxes[f.index].astype(np.float32))
+                per_model[m].append(1000 * (time.perf_counter() - start))
+        for key, names in (("pipeline", pipeline_models), ("today", TODAY)):
+            label_video(vid, path, boxes, names)  # warm: model caches, first-call allocations
+            start = time.perf_counter()
+            label_video(vid, path, boxes, names)
+            stage_ms[key] += 1000 * (time.perf_counter() - start)
+        frames_done += int(np.isfinite(boxes).all(axis=1).sum())
+    ms = {m: round(float(np.median(v)), 2) for m, v in per_model.items()}
+    out: dict[str, Any] = {"videos": vids, "frames": frames_done, "ms_per_face_median": ms,
+                           "ms_per_face_mean": {m: round(float(np.mean(v)), 2) for m, v in per_model.items()},
+                           "torch_threads": 1}
+    for key, names in (("pipeline", pipeline_models), ("today", TODAY)):
+        own = sum(float(np.mean(per_model[m])) for m in names)
+        per_frame = stage_ms[key] / frames_done
+        out[key] = {"models": names, "label_stage_ms_per_frame": round(per_frame, 2),
+                    "models_sum_ms_per_face": round(own, 2), "ratio": round(per_frame / own, 2)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- main
+
+
+def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n" for r in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--models", help="comma-separated models instead of params label.models (to compare sets)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    truth = pd.read_parquet(ROOT / "data" / "demo" / "truth.parquet")
+    if args.collect:
+        collect(truth)
+    videos = load_videos(CACHE / "truthbox.parquet", truth)
+    if args.fit:
+        payload = fit(videos)
+        write_json(WEIGHTS_FILE, payload)
+        load_consensus_model.cache_clear()
+    params = stage_params("score", PROJECT_PARAMS)
+    cmodel = load_consensus_model(use_offsets=params.offsets)
+    pipeline_models = args.models.split(",") if args.models else list(stage_params("label", PROJECT_PARAMS).models)
+    result: dict[str, Any] = {"pipeline_models": pipeline_models, "score_params": params.model_dump(mode="json"),
+                              "machine": f"{platform.machine()}, {platform.python_version()}, cpu"}
+    model_cols = list(MODELS)
+    for boxes, cache, faces in (("truth boxes", CACHE / "truthbox.parquet", None),
+                                ("faces-stage boxes", CACHE / "facebox.parquet", CACHE / "faces.parquet")):
+        if not cache.is_file():
+            continue
+        vids = videos if faces is None else load_videos(cache, truth, faces)
+        ev = evaluate(vids, params, cmodel, pipeline_models)
+        block: dict[str, Any] = {}
+        for split in ("held_out", "fit", None):
+            block[split or "all"] = {
+                "nme_all_points": level_table(ev["per_frame"], model_cols + RULES
+                                              + ["consensus", "smoothed", "consensus_valid"], split),
+                "nme_68": level_table(ev["per_frame"], [c + "_68" for c in model_cols + RULES]
+                                      + ["consensus_68", "smoothed_68"], split),
+                "consensus_over_model_same_points": single_model_check(ev["per_frame"], model_cols, split),
+            }
+        block["score"] = score_summary(ev["per_video"], params.n_hard)
+        block["flicker"] = flicker_table(ev["per_video"])
+        block["per_video"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                              for r in ev["per_video"]]
+        result[boxes] = block
+        print(markdown(block["per_video"], ["video_id", "level", "status", "uncertainty", "disagreement",
+                                            "instability", "confidence", "valid_share", "true_error"]))
+        for split in ("held_out", "all"):
+            print(f"\n## {boxes}, {split}: NME % (all points each supplies)\n")
+            print(markdown(block[split]["nme_all_points"], ["level", "frames", "valid_share"] + model_cols + RULES
+                           + ["consensus", "smoothed", "consensus_valid"]))
+            print(f"## {boxes}, {split}: NME % (68-point subset)\n")
+            print(markdown(block[split]["nme_68"], ["level"] + [c + "_68" for c in model_cols + RULES]
+                           + ["consensus_68", "smoothed_68"]))
+            print(f"## {boxes}, {split}: consensus ÷ model on the model's own points\n")
+            print(markdown(block[split]["consensus_over_model_same_points"], ["level"] + model_cols + ["worst"]))
+        print(f"## {boxes}: score\n\n{json.dumps(block['score'])}\n")
+        print(markdown(block["flicker"], ["level", "flicker_raw", "flicker_smoothed"]))
+    if args.timing:
+        result["timing"] = timing(truth, pipeline_models)
+        print(json.dumps(result["timing"], indent=1))
+    if args.out:
+        write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
