@@ -77,13 +77,14 @@ def _videos(annotations: Path, clips: Path, max_videos: int | None) -> list[dict
 
 
 def _longest_valid_run(rows: Any) -> tuple[int, int]:
-    """Row range [start, stop) of the longest run of consecutive valid frames (all rows without a ``valid`` column).
+    """Row range [start, stop) of the longest run of consecutive valid frames (a null or missing ``valid`` counts as
+    valid: manifests written before the flag existed).
 
     Video metrics (NMF) compare consecutive frames, so a video is evaluated on one unbroken run of trusted labels.
     """
     if "valid" not in rows.column_names:
         return 0, len(rows)
-    valid = np.asarray(rows.column("valid").to_numpy(zero_copy_only=False), bool)
+    valid = np.asarray(rows.column("valid").fill_null(True).to_numpy(zero_copy_only=False), bool)
     best, start = (0, 0), None
     for i, ok in enumerate([*valid, False]):
         if ok and start is None:

@@ -57,7 +57,7 @@ def _easy_videos(annotations: Path, clips: Path, stride: int) -> list[dict[str, 
             continue
         keep = np.arange(0, len(rows), stride)
         if "valid" in rows.column_names:  # invalid frames carry no trustworthy label (no face box, or no agreement)
-            valid = np.asarray(rows.column("valid").to_numpy(zero_copy_only=False), bool)
+            valid = np.asarray(rows.column("valid").fill_null(True).to_numpy(zero_copy_only=False), bool)
             keep = keep[valid[keep]]
         if keep.size == 0:
             continue
