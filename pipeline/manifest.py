@@ -117,6 +117,11 @@ def write_rows(rows: Iterable[Mapping[str, Any]], name: str, path: str | os.Path
         bad = sorted({str(r.get("status")) for r in rows} - set(STATUSES))
         if bad:
             raise ValueError(f"{name}: unknown status value(s) {bad}; allowed: {list(STATUSES)}")
+    if "error" in sch.names:
+        # messages name project files relative to the project root (every stage's working directory), so the same
+        # failure gives the same manifest in every clone, wherever it lives
+        root = f"{Path.cwd().resolve()}{os.sep}"
+        rows = [dict(r, error=r["error"].replace(root, "")) if isinstance(r.get("error"), str) else r for r in rows]
     columns = {f.name: [_column(r.get(f.name)) for r in rows] for f in sch}
     if metadata:
         sch = sch.with_metadata({**sch.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}})

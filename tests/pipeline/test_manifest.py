@@ -55,3 +55,12 @@ def test_every_manifest_has_version_and_conventions():
         assert b"frame_index" in meta
     for name in ("downloads", "clips", "scores", "video_status"):
         assert "status" in schema(name).names
+
+
+def test_error_messages_name_project_files_relative_to_the_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "data" / "raw" / "gone.mp4"
+    write_rows([{"video_id": "a", "url": "file:x", "status": "unavailable", "error": f"no such file: '{missing}'"}],
+               "downloads", tmp_path / "d.parquet")
+    assert read_table(tmp_path / "d.parquet", "downloads").column("error")[0].as_py() == (
+        "no such file: 'data/raw/gone.mp4'")
