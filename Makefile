@@ -25,7 +25,7 @@ models: $(MODELS_STAMP)
 
 demo: setup
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	@$(BIN)/python -m pipeline.inspect summary
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

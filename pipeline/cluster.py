@@ -7,16 +7,19 @@ through the scheduler. Models are loaded once per worker with :func:`worker_cach
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from dask.distributed import Client, LocalCluster, as_completed, get_worker
+from tqdm import tqdm
 
 from pipeline.params import ClusterParams
 
-__all__ = ["dask_client", "map_videos", "worker_cached"]
+__all__ = ["dask_client", "map_videos", "worker_cached", "show_progress"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,13 +100,23 @@ def map_videos(
     with dask_client(cluster) as client:
         futures = {client.submit(fn, item, pure=False, **kwargs): i for i, item in enumerate(items)}
         done = 0
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                results[index] = future.result()
-            except Exception as err:  # noqa: BLE001 - every escaped failure becomes that video's status row
-                log.error("task for %r failed: %s: %s", items[index], type(err).__name__, err)
-                results[index] = on_error(items[index], err)
-            done += 1
-            log.info("%d/%d done", done, len(items))
+        show = show_progress()
+        with tqdm(total=len(items), desc=getattr(fn, "__name__", "tasks").strip("_"), unit="video", disable=not show,
+                  dynamic_ncols=True) as bar:
+            for future in as_completed(futures):
+                index = futures[future]
+                try:
+                    results[index] = future.result()
+                except Exception as err:  # noqa: BLE001 - every escaped failure becomes that video's status row
+                    log.error("task for %r failed: %s: %s", items[index], type(err).__name__, err)
+                    results[index] = on_error(items[index], err)
+                done += 1
+                bar.update()
+                if not show:  # logs stand in for the bar where nobody watches a terminal
+                    log.info("%d/%d done", done, len(items))
     return [r for r in results if r is not None]
+
+
+def show_progress() -> bool:
+    """Progress bars only for a person at a terminal: stderr is a TTY and no ``CI`` variable is set."""
+    return sys.stderr.isatty() and not os.environ.get("CI")

@@ -279,7 +279,7 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
 
     renders: dict[str, str] = {}
     if scores is not None:
-        ok = scores[scores.status == "ok"]
+        ok = scores[scores.status == "ok"].astype({"rank": "int64"})  # every scored video is ranked
         hard = ok[ok.subset == "hard"].sort_values("rank")
         easy = ok[ok.subset == "easy"]
         targets = hard.video_id.tolist() + _easy_sample(easy, params.easy_renders)

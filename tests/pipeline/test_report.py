@@ -1,0 +1,360 @@
+"""The report: its pictures and links on a small run built here, its notes where inputs are missing, and the page
+itself in headless Chromium (no console errors, every image loads, a screenshot kept under test-artifacts/)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.manifest import write_json, write_rows
+from pipeline.params import PROJECT_PARAMS, stage_params
+from pipeline.report import ReportInputs, build_report, model_quality, run_summary, summary_lines
+from pipeline.uncertainty import select_subsets
+from pipeline.video import VideoWriter
+
+ROOT = Path(__file__).resolve().parents[2]
+N_FRAMES = 6
+LEVELS = [0, 1, 2, 3, 1, 2]  # demo difficulty of each video
+OFFSETS = {"dlib_68": (2.0, 0.0), "faceapi_68": (0.0, 3.0)}  # each model's constant error in px
+SCORE = stage_params("score", PROJECT_PARAMS)
+REPORT = stage_params("report", PROJECT_PARAMS, easy_renders=1, render_format="webp", render_max_side=160,
+                      sheet_frames=4)
+
+
+def shape98(cx: float, cy: float, r: float) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, 98, endpoint=False)
+    return np.stack([cx + r * np.cos(t), cy + 0.8 * r * np.sin(t)], axis=1).astype(np.float32)
+
+
+def make_run(root: Path, astronaut: np.ndarray, complete: bool = True) -> ReportInputs:
+    """A small run of 6 videos (+1 failed download): every manifest the report reads, the demo truth, metrics and
+    plot tables. Labels sit at known offsets from the truth, so label errors are known by construction."""
+    m, clips_dir = root / "manifests", root / "clips"
+    clips_dir.mkdir(parents=True)
+    img = cv2.resize(astronaut, (160, 160), interpolation=cv2.INTER_AREA)
+    truth = shape98(80, 70, 25)
+    downloads = [{"video_id": "gone", "url": "file:gone.mp4", "status": "unavailable", "error": "404"}]
+    clips = [{"video_id": "gone", "status": "skipped", "error": "download unavailable: 404"}]
+    statuses, faces, landmarks, truth_rows, score_rows = [], [], [], [], []
+    for v, level in enumerate(LEVELS):
+        vid = f"vid{v}"
+        path = clips_dir / f"{vid}.mp4"
+        with VideoWriter(path, fps=10) as out:
+            for k in range(N_FRAMES):
+                out.write(np.roll(img, k * (v + 1), axis=1))
+        downloads.append({"video_id": vid, "url": f"file:{vid}.mp4", "status": "ok"})
+        clips.append({"video_id": vid, "status": "ok", "path": str(path), "n_frames": N_FRAMES, "fps": 10.0})
+        statuses.append({"stage": "faces", "video_id": vid, "status": "ok", "n_frames": N_FRAMES})
+        for k in range(N_FRAMES):
+            faces.append({"video_id": vid, "frame": k, "track_id": 0, "detector": "d", "n_detections": 1,
+                          "source": "detected", "valid": True, "x1": 45.0, "y1": 35.0, "x2": 115.0, "y2": 115.0})
+            truth_rows.append({"video_id": vid, "frame": k, "media": "astronaut", "difficulty": level,
+                               "scenario": "camera", "has_truth": True, "visible": True, "x1": 45.0, "y1": 35.0,
+                               "x2": 115.0, "y2": 115.0, "landmarks": truth})
+            for model, family in (("dlib_68", "dlib_ert"), ("faceapi_68", "faceapi_cnn")):
+                pts = truth + np.float32(OFFSETS[model])
+                landmarks.append({"video_id": vid, "frame": k, "model": model, "family": family, "scheme": "wflw98",
+                                  "points": pts, "wflw98": pts, "mask": np.ones(98, bool)})
+        d = np.full(N_FRAMES, 0.05 * (v + 1), np.float32)
+        score_rows.append({"video_id": vid, "status": "ok", "uncertainty": float(2 * d[0]), "n_frames": N_FRAMES,
+                           "disagreement": float(d[0]), "instability": float(d[0]), "confidence": 0.9,
+                           "valid_share": 1.0, "frame_valid": [True] * N_FRAMES, "frame_disagreement": d,
+                           "frame_instability": d + np.arange(N_FRAMES, dtype=np.float32) / 100,
+                           "frame_confidence": np.full(N_FRAMES, 0.9, np.float32)})
+    score_rows = select_subsets(score_rows, 2)
+    write_rows(downloads, "downloads", m / "downloads.parquet")
+    write_rows(clips, "clips", m / "clips.parquet")
+    write_rows(statuses, "video_status", m / "faces_status.parquet")
+    write_rows([dict(s, stage="label") for s in statuses], "video_status", m / "label_status.parquet")
+    write_rows(faces, "faces", m / "faces.parquet")
+    write_rows(landmarks, "landmarks", m / "landmarks.parquet")
+    write_rows(score_rows, "scores", m / "scores.parquet")
+    if not complete:
+        return ReportInputs(m, root / "metrics", root / "plots", root / "truth.parquet")
+    consensus = truth + np.float32([1.0, 1.0])
+    selected = {r["video_id"]: r["subset"] for r in score_rows if r["subset"]}
+    write_rows([{"video_id": v, "frame": k, "subset": s, "x1": 45.0, "y1": 35.0, "x2": 115.0, "y2": 115.0,
+                 "landmarks": consensus, "n_models": 2, "valid": True, "disagreement": 0.1}
+                for v, s in sorted(selected.items()) for k in range(N_FRAMES)], "annotations",
+               m / "annotations.parquet")
+    write_rows(truth_rows, "demo_truth", root / "truth.parquet")
+    method = {"nme": 5.0, "nmf": 2.0, "nmf_vs_none": 1.0, "nme_vs_none": 1.0}
+    rwr = {"nme": 4.9, "nmf": 1.2, "nmf_vs_none": 0.6, "nme_vs_none": 0.98}
+    write_json(root / "metrics" / "evaluate.json", {"subsets": {"hard": {"none": method, "rwr": rwr}},
+                                                    "filters": {"ema": {"alpha": 0.5}}, "rwr_cost": {"ratio": 0.5}})
+    plots = root / "plots"
+    plots.mkdir()
+    xs = np.linspace(0, 0.1, 11)
+    (plots / "ced.csv").write_text("nme,scratch,rwr\n" + "".join(f"{x},{x * 8},{x * 9}\n" for x in xs))
+    (plots / "nmf_per_video.csv").write_text("video_id,subset,method,nme,nmf\n" + "".join(
+        f"{v},{s},{meth},5.0,{2.0 if meth == 'none' else 1.5}\n" for v, s in selected.items()
+        for meth in ("none", "rwr")))
+    (plots / "train_loss.csv").write_text("epoch,loss\n1,0.5\n2,0.3\n3,0.25\n")
+    return ReportInputs(m, root / "metrics", plots, root / "truth.parquet")
+
+
+def local_refs(page: str) -> list[str]:
+    return [r for r in re.findall(r'(?:src|href)="([^"]+)"', page) if not r.startswith(("http", "#"))]
+
+
+@pytest.fixture(scope="module")
+def stage_report(tmp_path_factory, astronaut) -> tuple[ReportInputs, Path]:
+    """The report stage run as DVC runs it (its CLI, renders on a LocalCluster) on a complete small run."""
+    root = tmp_path_factory.mktemp("run")
+    inputs = make_run(root, astronaut)
+    raw = yaml.safe_load(PROJECT_PARAMS.read_text())
+    raw["report"].update(easy_renders=1, render_format="webp", render_max_side=160, sheet_frames=4)
+    raw["cluster"].update(n_workers=1, memory_limit="2GiB")
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = root / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.report", "--params", str(root / "params.yaml"), "--manifests",
+         str(inputs.manifests), "--metrics", str(inputs.metrics), "--plots", str(inputs.plots), "--demo-truth",
+         str(inputs.demo_truth), "--out", str(out)],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return inputs, out
+
+
+def test_report_has_every_picture_and_every_link_resolves(stage_report):
+    inputs, out = stage_report
+    page = (out / "index.html").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    refs = local_refs(page)
+    assert refs and all((out / r).is_file() for r in refs), [r for r in refs if not (out / r).is_file()]
+    assert set(summary["plots"]) == {"uncertainty", "label_error", "model_error", "ced", "nmf_per_video",
+                                     "train_loss", "sheet_hard_worst", "sheet_easy_best"}
+    for rel in summary["plots"].values():
+        assert f'src="{rel}"' in page
+        assert cv2.imread(str(out / rel)).std() > 5  # a drawn picture, not a blank canvas
+    scores = pd.read_parquet(inputs.manifests / "scores.parquet")
+    hard = set(scores.video_id[scores.subset == "hard"])
+    easy = scores[scores.subset == "easy"].sort_values("rank").video_id.tolist()
+    assert set(summary["renders"]) == hard | {easy[0]}  # every hard video and one easy sample
+    for vid in hard:
+        assert f'href="renders/{vid}.webp"' in page  # each hard video links its render
+        with Image.open(out / "renders" / f"{vid}.webp") as im:
+            assert im.is_animated and im.n_frames == N_FRAMES and im.size[0] == 160  # frame side, panel below
+    assert summary["missing"] == []
+    assert {r["subset"] for r in summary["subsets"]} == {"easy", "hard"}
+    assert {r["stage"] for r in summary["status"]} == {"download", "trim", "faces", "label", "score"}
+
+
+def test_label_and_model_errors_match_the_known_offsets(stage_report):
+    inputs, out = stage_report
+    summary = json.loads((out / "summary.json").read_text())
+    truth = pd.read_parquet(inputs.demo_truth)
+    gt = np.stack(truth.landmarks.iloc[0])
+    iod = float(np.linalg.norm(gt[60] - gt[72]))
+    selected = set(pd.read_parquet(inputs.manifests / "annotations.parquet").video_id)
+    levels = sorted({lvl for v, lvl in enumerate(LEVELS) if f"vid{v}" in selected})
+    quality = {r["difficulty"]: r for r in summary["label_quality"]}
+    assert sorted(quality) == levels
+    assert all(np.isclose(r["label_nme"], 100 * np.sqrt(2) / iod, rtol=1e-4) for r in quality.values())
+    per_model = pd.DataFrame(summary["model_quality"])
+    for model, (dx, dy) in OFFSETS.items():
+        rows = per_model[per_model.model == model]
+        assert sorted(rows.difficulty) == sorted(set(LEVELS))
+        assert np.allclose(rows.nme, 100 * np.hypot(dx, dy) / iod, rtol=1e-4)
+    assert set(per_model.model) == {*OFFSETS, "consensus"}
+
+
+def test_model_quality_counts_only_the_points_a_model_defines():
+    gt = shape98(80, 70, 25)
+    pred = gt.copy()
+    pred[50:] += 10  # wrong only where the mask says the model defines nothing
+    mask = np.arange(98) < 50
+    lm = pd.DataFrame({"video_id": ["a"], "frame": [0], "model": ["m"], "family": ["f"], "wflw98": [pred],
+                       "mask": [mask]})
+    truth = pd.DataFrame({"video_id": ["a"], "frame": [0], "difficulty": [2], "has_truth": [True],
+                          "landmarks": [gt]})
+    result = model_quality(lm, None, truth)
+    assert result.to_dict("records") == [{"model": "m", "family": "f", "difficulty": 2, "frames": 1, "nme": 0.0}]
+
+
+def test_report_says_what_is_missing_instead_of_failing(tmp_path, astronaut):
+    inputs = make_run(tmp_path, astronaut, complete=False)
+    page, summary = build_report(inputs, tmp_path / "report", REPORT, SCORE)
+    assert "<h1>WFLW-V pipeline report</h1>" in page
+    for path in (inputs.manifests / "annotations.parquet", inputs.metrics / "evaluate.json",
+                 inputs.plots / "ced.csv", inputs.demo_truth):
+        assert str(path) in summary["missing"] and html.escape(str(path)) in page
+    assert summary["renders"]  # renders and sheets still come from the manifests that exist
+    assert (tmp_path / "report" / "sheets" / "hard_worst.png").is_file()
+    lines = summary_lines(run_summary(inputs), tmp_path / "report")
+    assert any(line.startswith("LDEQ: not evaluated yet") for line in lines)
+    assert lines[0] == "videos: 7 listed; per stage:"
+
+
+# --- headless Chromium over the DevTools protocol (--remote-debugging-pipe: JSON messages, NUL-terminated)
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's `chromium` is not installed "
+                                                             "(apt-get install -y chromium; .ci/run does it)")
+
+
+class Chromium:
+    """A headless Chromium driven through the DevTools pipe: open a page, collect its console errors, check its
+    images, take a full-page screenshot."""
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-pipe", "--hide-scrollbars"]
+
+    def __init__(self, profile: Path, log: Path) -> None:
+        profile.mkdir(parents=True)
+        to_browser, self._to_us = os.pipe(), os.pipe()
+        self._write = to_browser[1]
+        self._read = self._to_us[0]
+
+        def wire() -> None:  # the protocol's fixed descriptors: the browser reads fd 3 and writes fd 4
+            # via fresh copies: the pipes may themselves sit on fds 3-6, and dup2 onto itself keeps close-on-exec
+            read, write = os.dup(to_browser[0]), os.dup(self._to_us[1])
+            os.dup2(read, 3)
+            os.dup2(write, 4)
+
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen([CHROMIUM, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                     preexec_fn=wire, close_fds=False)
+        os.close(to_browser[0])
+        os.close(self._to_us[1])
+        self._buffer = b""
+        self._id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def _message(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            assert left > 0, "Chromium did not answer in time"
+            ready, _, _ = select.select([self._read], [], [], left)
+            if ready:
+                chunk = os.read(self._read, 1 << 20)
+                assert chunk, "Chromium closed the DevTools pipe"
+                self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
+             timeout: float = 60) -> dict[str, Any]:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._write, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._message(deadline)
+            if reply.get("id") == self._id:
+                assert "error" not in reply, f"{method}: {reply['error']}"
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, event: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == event for e in self.events):
+            self.events.append(self._message(deadline))
+
+    def open(self, url: str) -> str:
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Page"):
+            self.call(f"{domain}.enable", session=session)
+        self.call("Page.navigate", {"url": url}, session=session)
+        self.wait_for("Page.loadEventFired")
+        return session
+
+    def errors(self) -> list[str]:
+        """Console errors, uncaught exceptions and error log entries (failed loads) seen so far."""
+        found = []
+        for e in self.events:
+            p = e.get("params", {})
+            if e.get("method") == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
+                found.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
+            elif e.get("method") == "Runtime.exceptionThrown":
+                found.append(f"exception: {p['exceptionDetails'].get('text')}")
+            elif e.get("method") == "Log.entryAdded" and p["entry"]["level"] == "error":
+                found.append(f"log: {p['entry']['text']} {p['entry'].get('url', '')}")
+        return found
+
+    def broken_images(self, session: str) -> list[str]:
+        script = "JSON.stringify([...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src))"
+        value = self.call("Runtime.evaluate", {"expression": script, "returnByValue": True}, session)
+        return json.loads(value["result"]["value"])
+
+    def screenshot(self, session: str, path: Path, width: int = 1280) -> Path:
+        size = self.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
+        height = int(min(size["height"], 12000))
+        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                         "mobile": False}, session)
+        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=10)
+        except (AssertionError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._write)
+        os.close(self._read)
+        self._log.close()
+
+
+@pytest.fixture()
+def chromium(tmp_path):
+    browser = Chromium(tmp_path / "profile", tmp_path / "chromium.log")
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@needs_chromium
+def test_the_browser_check_sees_console_errors_and_broken_images(tmp_path, chromium):
+    page = tmp_path / "broken.html"
+    page.write_text('<!doctype html><meta charset=utf-8><title>t</title><img src="missing.png">'
+                    '<script>console.error("deliberate"); console.log("fine")</script>')
+    session = chromium.open(page.as_uri())
+    assert chromium.broken_images(session) == [(tmp_path / "missing.png").as_uri()]
+    assert any("deliberate" in e for e in chromium.errors())
+    assert not any("fine" in e for e in chromium.errors())
+
+
+@needs_chromium
+def test_report_page_opens_in_chromium_without_errors(stage_report, chromium, tmp_path):
+    _, out = stage_report
+    session = chromium.open((out / "index.html").as_uri())
+    assert chromium.errors() == []
+    assert chromium.broken_images(session) == []
+    shot = chromium.screenshot(session, tmp_path / "report.png")
+    kept = ROOT / "test-artifacts" / "report_page.png"  # gitignored: for a person to look at
+    kept.parent.mkdir(exist_ok=True)
+    shutil.copyfile(shot, kept)
+    img = cv2.imread(str(shot))
+    assert img.shape[1] == 1280 and img.shape[0] > 1500  # the whole page, not the first screen
+    assert img.std() > 10
