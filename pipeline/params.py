@@ -117,6 +117,7 @@ class FacesParams(_Block):
     landmark_min_confidence: Fraction
     smooth_window: PosInt
     smooth_sigma: NonNegFloat
+    smooth_max_shift: NonNegFloat
 
 
 class LabelParams(_Block):

@@ -135,7 +135,7 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams) -
                 frames = dict(zip(needed, read_frames(clip_path, needed), strict=True)) if needed else {}
                 follower = LandmarkFollower(model, frames, track, params.landmark_min_confidence)
             face = smooth_boxes(fill_track(track, n_frames, cuts, params.max_gap, follower), params.smooth_window,
-                                params.smooth_sigma)
+                                params.smooth_sigma, params.smooth_max_shift)
             rows = _rows(video_id, detector.name, track, face, per_frame)
             status.update(status="ok", error=None, n_frames=n_frames)
     except (av.error.FFmpegError, OSError) as err:

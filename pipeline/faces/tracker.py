@@ -255,11 +255,13 @@ def fill_track(track: Track, n_frames: int, cuts: list[int], max_gap: int,
     return FaceTrack(boxes.astype(np.float32), source, roll.astype(np.float32), boxes.astype(np.float32))
 
 
-def smooth_boxes(face: FaceTrack, window: int, sigma: float) -> FaceTrack:
-    """Median (``window`` frames; drops single-frame outliers) then Gaussian (``sigma`` frames; turns a detector's
-    grid-cell jumps into ramps) on box centre and size, within each run of valid frames. Both filters are centred,
-    so the smoothed box does not lag the face (offline: past and future frames are known). Held boxes follow the
-    smoothed box they hold; frames without a box stay NaN."""
+def smooth_boxes(face: FaceTrack, window: int, sigma: float, max_shift: float = 0.1) -> FaceTrack:
+    """Median (``window`` frames; drops single-frame outliers and follows any monotonic motion exactly) then Gaussian
+    (``sigma`` frames; turns a detector's jitter and grid-cell jumps into ramps) on box centre and size, within each
+    run of valid frames. Both filters are centred, so a steady motion is not lagged (offline: past and future frames
+    are known); where the face accelerates hard (a fast turn, leaving the frame) a Gaussian would cut the corner, so
+    its correction of the median is capped at ``max_shift`` × the box side. Held boxes follow the smoothed box they
+    hold; frames without a box stay NaN."""
     boxes = face.raw.astype(np.float64).copy()
     valid = face.valid
     runs = np.flatnonzero(np.diff(np.concatenate([[0], valid.astype(int), [0]])))
@@ -270,8 +272,9 @@ def smooth_boxes(face: FaceTrack, window: int, sigma: float) -> FaceTrack:
             centre = median_filter(centre, size=(window, 1), mode="nearest")
             size = median_filter(size, size=(window, 1), mode="nearest")
         if sigma > 0:
-            centre = gaussian_filter1d(centre, sigma, axis=0, mode="nearest")
-            size = gaussian_filter1d(size, sigma, axis=0, mode="nearest")
+            cap = max_shift * size.max(axis=1, keepdims=True)
+            centre = centre + np.clip(gaussian_filter1d(centre, sigma, axis=0, mode="nearest") - centre, -cap, cap)
+            size = size + np.clip(gaussian_filter1d(size, sigma, axis=0, mode="nearest") - size, -cap, cap)
         boxes[start:stop] = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
     for f, src in enumerate(face.source):  # a held box repeats the nearest smoothed valid box
         if src == "held":

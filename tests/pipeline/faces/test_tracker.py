@@ -104,6 +104,18 @@ def test_another_face_that_coexists_is_never_joined_to_the_main_face():
     assert all(np.allclose(b, main_box) for b in merged.boxes) and len(merged.frames) == 10
 
 
+def test_smoothing_follows_a_fast_exit_without_cutting_the_corner():
+    # still for 20 frames, then accelerating out at up to 40 px/frame: a plain Gaussian (σ 5) trails by > 25 px
+    xs = np.r_[np.full(20, 100.0), 100 + np.cumsum(np.linspace(4, 40, 12))]
+    frames = [dets([x, 0, x + 150, 150]) for x in xs]
+    track = main_track(link_tracks(frames, [], 0.1, 2, 1.0), "longest", 1, (1280, 240))
+    filled = fill_track(track, len(xs), [], 2)
+    capped = smooth_boxes(filled, window=7, sigma=5.0, max_shift=0.1)
+    plain = smooth_boxes(filled, window=7, sigma=5.0, max_shift=np.inf)
+    assert np.abs(plain.boxes[:, 0] - xs).max() > 25
+    assert np.abs(capped.boxes[:, 0] - xs).max() <= 15 + 1e-3  # 0.1 × the 150 px side
+
+
 def test_smoothing_has_no_lag_and_removes_spikes():
     xs = np.arange(40, dtype=float) * 3  # a face moving right at 3 px/frame
     frames = [dets([x, 0, x + 50, 50]) for x in xs]
