@@ -1,8 +1,10 @@
 """Source lists: reading and validating the project's CSV format and the official WFLW-V text lists.
 
-Own format (``.csv``, header required)::
+Own format (``.csv``, UTF-8 with or without a BOM, header required)::
 
     video_id,url,start_frame,end_frame[,official_subset]
+
+``official_subset`` is ``easy``, ``hard`` or empty; a row with more fields than the header is an error.
 
 Official WFLW-V format (``.txt``): ``<youtube_id> <start_frame> <end_frame>`` per line, as in
 ``download_ranges.txt``; lines whose window is ``None None`` (candidates in ``frame_windows_all.txt``) are skipped.
@@ -16,6 +18,7 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 __all__ = [
@@ -26,6 +29,8 @@ __all__ = [
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 ALLOWED_SCHEMES = ("http", "https")
 REQUIRED_COLUMNS = ("video_id", "url", "start_frame", "end_frame")
+SUBSETS = ("easy", "hard")
+_INT64_MAX = 2**63 - 1  # manifests store frames as int64
 
 
 class SourceListError(ValueError):
@@ -77,23 +82,55 @@ def _parse_int(value: str | None, column: str) -> int:
     text = str(value).strip()
     if not re.fullmatch(r"[+-]?\d+", text):
         raise ValueError(f"{column} {text!r} is not an integer")
+    if len(text.lstrip("+-").lstrip("0")) > 19:  # before int(): Python refuses to parse over 4300 digits
+        raise ValueError(f"{column} {text[:24]}{'...' if len(text) > 24 else ''} is beyond the int64 range")
     number = int(text)
     if number < 0:
         raise ValueError(f"{column} {number} is negative")
+    if number > _INT64_MAX:
+        raise ValueError(f"{column} {number} is beyond the int64 range")
     return number
 
 
-def _records(path: Path) -> list[tuple[int, dict[str, str | None]]]:
-    """Yield ``(line_number, raw fields)`` from either format."""
+def _lines(path: Path) -> tuple[list[str], dict[int, str]]:
+    """The file's lines (a UTF-8 BOM dropped) and ``{line: problem}`` for lines that are not UTF-8 (kept empty)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SourceListError([f"{path}: cannot read: {err.strerror}"]) from None
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    lines, bad = [], {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as err:
+            bad[number] = f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+            lines.append("")
+    return lines, bad
+
+
+def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Return ``(line_number, raw fields)`` from either format; undecodable lines carry an ``_error``."""
+    lines, bad = _lines(path)
+    undecodable: list[tuple[int, dict[str, Any]]] = [(n, {"_error": problem}) for n, problem in bad.items()]
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SourceListError([f"{path}:1: header lacks column(s) {', '.join(missing)}"])
-            return [(reader.line_num, row) for row in reader if any((v or "").strip() for v in row.values())]
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        reader = csv.DictReader(lines)
+        if 1 in bad:
+            raise SourceListError([f"{path}:1: header is {bad[1]}"])
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise SourceListError([f"{path}:1: header lacks column(s) {', '.join(missing)}"])
+        rows: list[tuple[int, dict[str, Any]]] = []
+        for row in reader:
+            extra = row.pop(None, None)  # type: ignore[call-overload]
+            if extra is not None:
+                row["_error"] = f"{len(extra)} field(s) beyond the header's {len(header)} columns"
+            if any(str(v or "").strip() for v in row.values()):
+                rows.append((reader.line_num, row))
+        return sorted(rows + undecodable, key=lambda item: item[0])
+    records = undecodable
+    for number, line in enumerate(lines, start=1):
         tokens = line.split()
         if not tokens or tokens[0].startswith("#"):
             continue
@@ -104,7 +141,7 @@ def _records(path: Path) -> list[tuple[int, dict[str, str | None]]]:
         if len(tokens) != 3:
             row["_error"] = f"expected 3 fields '<id> <start_frame> <end_frame>', found {len(tokens)}"
         records.append((number, row))
-    return records
+    return sorted(records, key=lambda item: item[0])
 
 
 def read_source_list(
@@ -149,6 +186,8 @@ def read_source_list(
             if video_id in seen:
                 raise ValueError(f"duplicate video_id {video_id!r} (first on line {seen[video_id]})")
             subset = (raw.get("official_subset") or "").strip() or (subsets or {}).get(video_id)
+            if subset is not None and subset not in SUBSETS:
+                raise ValueError(f"official_subset {subset!r} is not one of {', '.join(SUBSETS)} (or empty)")
         except ValueError as err:
             problems.append(f"{path}:{line}: {err}")
             continue
@@ -164,6 +203,9 @@ def read_id_lists(easy: str | Path | None, hard: str | Path | None) -> dict[str,
     subsets: dict[str, str] = {}
     for name, path in (("easy", easy), ("hard", hard)):
         if path:
-            for token in Path(path).read_text(encoding="utf-8").split():
+            lines, bad = _lines(Path(path))
+            if bad:
+                raise SourceListError([f"{path}:{n}: {problem}" for n, problem in bad.items()])
+            for token in " ".join(lines).split():
                 subsets[token] = name
     return subsets

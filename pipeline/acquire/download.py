@@ -1,147 +1,286 @@
-"""Downloading source videos with the yt-dlp Python API.
+"""Downloading source videos with yt-dlp: attempts with backoff, hard caps, and a record that says what was fetched.
 
 The whole video is downloaded (never a time section: section cuts snap to keyframes and are not frame-exact); the
-trim stage cuts by decoded frame index. Every attempt, success or failure, yields one ``downloads`` row with the
-real yt-dlp message and a status class. A finished download leaves ``<id>.json`` beside the file, so an interrupted
-run resumes where it stopped.
+trim stage cuts by decoded frame index. Per video:
+
+* each attempt runs yt-dlp in a child process (:mod:`pipeline.acquire.ytdlp_run`) inside a private staging folder;
+  the parent kills it when the per-video wall time (``max_seconds``, every attempt and wait together) or the size
+  cap (``max_bytes``) is passed;
+* transient failures (429, 5xx, timeouts, truncated bodies, network errors) are retried after an exponential
+  backoff with jitter, never sooner than a ``Retry-After`` header asks;
+* the file is checked to hold a decodable video stream before it counts;
+* only then is it moved next to a record ``<id>.json`` keyed by (id, url, format selector): a later run reuses it
+  only if all three still match, else it downloads again. Failed and partial files never leave the staging folder,
+  which is deleted after every video and at the start of every run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import av
-import yt_dlp
 
+from pipeline.acquire import ytdlp_run
+from pipeline.acquire.files import staging_dir
+from pipeline.acquire.ytdlp_run import TRANSIENT, classify_message
 from pipeline.manifest import atomic_path, sha256_file
 from pipeline.params import DownloadParams
 from pipeline.sources import SourceRow, check_url, safe_video_id
-from pipeline.video import probe
+from pipeline.video import NoVideoStream, iter_frames, probe
 
-__all__ = ["download_video", "classify_error", "resolve_url"]
+__all__ = ["download_video", "classify_message", "resolve_url", "backoff_seconds", "record_matches"]
 
 log = logging.getLogger(__name__)
 
-#: (pattern, status) in priority order; the first match wins. Taxonomy from comparable pipelines.
-_ERROR_CLASSES: tuple[tuple[str, str], ...] = (
-    (r"sign in to confirm|cookies|login required|members-only", "needs_auth"),
-    (r"private video|is private", "private"),
-    (r"available in your country|geo.?restrict", "geo"),
-    (r"http error 429|too many requests", "rate_limited"),
-    (r"http error 403|forbidden", "forbidden"),
-    (r"video unavailable|has been removed|http error 404|not found|no such file|does not exist|unsupported url",
-     "unavailable"),
-    (r"timed out|connection|network|name resolution|unreachable|refused", "network_error"),
-)
-
-
-def classify_error(message: str) -> str:
-    """Map a yt-dlp error message to a status class (``download_error`` when nothing matches)."""
-    lowered = message.lower()
-    for pattern, status in _ERROR_CLASSES:
-        if re.search(pattern, lowered):
-            return status
-    return "download_error"
+#: The project root, put on the child's PYTHONPATH (it runs ``python -m pipeline.acquire.ytdlp_run``).
+_PROJECT = Path(__file__).resolve().parents[2]
+_POLL = 0.2  # seconds between the parent's checks of a running attempt
+_JITTER = random.SystemRandom()
 
 
 def resolve_url(url: str, root: Path) -> str:
-    """Turn a project-relative ``file:`` URL (``file:data/demo/raw/x.mp4``) into an absolute ``file://`` URL."""
-    if url.startswith("file:") and not url.startswith("file://"):
-        return (root / url[len("file:"):]).resolve().as_uri()
-    return url
+    """Turn a ``file:`` URL into an absolute ``file://`` URL inside ``root``; other URLs pass unchanged.
+
+    ``file:data/x.mp4`` is relative to ``root`` (the project folder). A path outside ``root`` once ``..`` is
+    resolved (``file:../../etc``, an absolute path elsewhere) raises ``ValueError``. Symlinks inside the project
+    are followed as they are (DVC may link its cache into the workspace).
+    """
+    parsed = urlparse(url)
+    if parsed.scheme.lower() != "file":
+        return url
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"file URL {url!r} names a host")
+    rest = unquote(parsed.path if url.lower().startswith("file://") else url[len("file:"):])
+    base = Path(os.path.abspath(root))
+    target = Path(os.path.normpath(base / rest))
+    if not target.is_relative_to(base):
+        raise ValueError(f"file URL {url!r} points outside the project folder")
+    return target.as_uri()
 
 
-class _Logger:
-    """Route yt-dlp's messages into logging and keep the last error text."""
-
-    def __init__(self, video_id: str) -> None:
-        self.video_id, self.last_error = video_id, ""
-
-    def debug(self, msg: str) -> None:
-        log.debug("%s: %s", self.video_id, msg)
-
-    def info(self, msg: str) -> None:
-        log.debug("%s: %s", self.video_id, msg)
-
-    def warning(self, msg: str) -> None:
-        log.info("%s: %s", self.video_id, msg)
-
-    def error(self, msg: str) -> None:
-        self.last_error = msg
+def backoff_seconds(retry: int, params: DownloadParams, retry_after: float | None = None) -> float:
+    """Wait before retry ``retry`` (1-based): ``backoff·2^(retry-1)`` capped, with ×U(0.5, 1.5) jitter so that
+    workers do not retry in step; never less than the server's ``Retry-After``."""
+    wait = min(params.backoff_max, params.backoff * 2 ** (retry - 1)) * _JITTER.uniform(0.5, 1.5)
+    return max(wait, retry_after or 0.0)
 
 
-def _options(params: DownloadParams, out_dir: Path, video_id: str, logger: _Logger) -> dict[str, Any]:
-    opts: dict[str, Any] = {
-        "format": params.format,
-        "outtmpl": {"default": str(out_dir / f"{video_id}.%(ext)s")},
-        "retries": params.retries,
-        "fragment_retries": params.retries,
-        "extractor_retries": params.retries,
-        "socket_timeout": params.timeout,
-        "noplaylist": True,
-        "noprogress": True,
-        "quiet": True,
-        "no_warnings": True,
-        "logger": logger,
-        "overwrites": True,
-        "enable_file_urls": params.allow_file_urls,
-        "sleep_interval": params.sleep_interval or None,
-        "max_sleep_interval": params.max_sleep_interval or None,
-        "ratelimit": params.ratelimit,
-        "cookiefile": params.cookiefile,
-    }
-    return {k: v for k, v in opts.items() if v is not None}
+def record_matches(record: dict[str, Any], source: SourceRow, params: DownloadParams) -> bool:
+    """Whether a download record is for this (url, format selector); the video id is its file name."""
+    return record.get("url") == source.url and record.get("format") == params.format
 
 
-def _cleanup_partials(out_dir: Path, video_id: str) -> None:
-    for leftover in list(out_dir.glob(f"{video_id}.*.part*")) + list(out_dir.glob(f"{video_id}.part*")):
-        leftover.unlink(missing_ok=True)
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own group: ffmpeg helpers go with it
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _media_bytes(staging: Path) -> int:
+    return sum(p.stat().st_size for p in staging.glob("media*") if p.is_file())
+
+
+def _attempt(job: dict[str, Any], staging: Path, deadline: float, params: DownloadParams) -> dict[str, Any]:
+    """Run one yt-dlp attempt in a child process; kill it at the deadline or when its file passes ``max_bytes``."""
+    result = staging / "result.json"
+    result.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT), os.environ.get("PYTHONPATH")]))}
+    with (staging / "stderr.txt").open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", ytdlp_run.__name__], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=staging, env=env, process_group=0)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({**job, "result": str(result)}).encode())
+        proc.stdin.close()
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                _kill(proc)
+                return {"status": "timeout", "message": f"killed: the per-video cap of {params.max_seconds:g} s "
+                                                       f"(download.max_seconds) was reached"}
+            if _media_bytes(staging) > params.max_bytes:
+                _kill(proc)
+                return {"status": "too_large", "message": f"killed: the file passed {params.max_bytes} bytes "
+                                                         f"(download.max_bytes)"}
+            time.sleep(_POLL)
+    if not result.is_file():
+        tail = (staging / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:]
+        return {"status": "download_error", "message": f"yt-dlp worker exited with code {proc.returncode}: "
+                                                      f"{tail[0] if tail else 'no output'}"}
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+def _check_media(path: Path, max_bytes: int) -> dict[str, Any]:
+    """Stream facts of a finished download; raise if it is too large, not media, or holds no decodable video."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise _Refused("too_large", f"the file has {size} bytes, over download.max_bytes = {max_bytes}")
+    try:
+        info = probe(path)
+        frames = iter_frames(path, 0, 1)
+        first = next(frames, None)
+        frames.close()  # closes the container now, before the file is moved
+        if first is None:
+            raise _Refused("decode_error", "downloaded file has a video stream but no frame decodes")
+    except NoVideoStream as err:
+        raise _Refused("no_video_stream", f"downloaded file{str(err).removeprefix(str(path))}") from None
+    except av.error.FFmpegError as err:
+        message = f"downloaded file is not a readable video: {type(err).__name__}: {err.strerror}"
+        raise _Refused("decode_error", message) from None
+    return {"width": info.width, "height": info.height, "fps": info.fps, "vcodec": info.codec}
+
+
+class _Refused(Exception):
+    """A finished download that must not count; ``status`` is its class."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _make_staging(staging: Path) -> None:
+    for _ in range(5):  # another worker may remove the empty parent between our two mkdirs
+        try:
+            staging.mkdir(parents=True)
+            return
+        except FileNotFoundError:
+            continue
+    staging.mkdir(parents=True)
+
+
+def _media_name(video_id: str, staged: Path) -> str:
+    ext = staged.suffix.lower().lstrip(".")
+    if not ext.isalnum() or len(ext) > 5 or ext in ("json", "part"):
+        ext = "media"  # the record is <id>.json; a media file must never take that name
+    return f"{video_id}.{ext}"
+
+
+def _forget(out_dir: Path, video_id: str, record: dict[str, Any] | None) -> None:
+    """Remove a stale record, then its file (in that order: a crash in between leaves no record, so no reuse)."""
+    (out_dir / f"{video_id}.json").unlink(missing_ok=True)
+    if record and record.get("path") and Path(record["path"]).name == record["path"]:
+        (out_dir / record["path"]).unlink(missing_ok=True)
+
+
+def _reuse(out_dir: Path, video_id: str, source: SourceRow, params: DownloadParams
+           ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(row, record)``: the row of a finished download matching this source, else ``None`` and any old record."""
+    path = out_dir / f"{video_id}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(record, dict):
+        return None, None
+    media = out_dir / str(record.get("path", ""))
+    if (record_matches(record, source, params) and record.get("status") == "ok" and media.is_file()
+            and media.stat().st_size == record.get("bytes")):
+        row = {k: v for k, v in record.items() if k != "format"}
+        return {**row, "path": str(media)}, record
+    return None, record
+
+
+def _licence_row(row: dict[str, Any], params: DownloadParams) -> dict[str, Any]:
+    """Apply ``download.licenses`` to a finished download (the file stays: only the row says it is left out)."""
+    if params.licenses is not None and row.get("license") not in params.licenses:
+        return {**row, "status": "licence_filtered",
+                "error": f"license {row.get('license')!r} is not one of {sorted(params.licenses)}"}
+    return row
 
 
 def download_video(source: SourceRow, out_dir: Path, params: DownloadParams, root: Path) -> dict[str, Any]:
-    """Download one source video; return its ``downloads`` row. Never raises for a bad video.
-
-    A previous success (``<id>.json`` whose file still exists with the recorded size) is reused.
-    """
+    """Download one source video; return its ``downloads`` row. Never raises for a bad video."""
+    started = time.monotonic()
     video_id = safe_video_id(source.video_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = out_dir / f"{video_id}.json"
-    if record.is_file():
-        done = json.loads(record.read_text())
-        previous = out_dir / done.get("path", "")
-        if done.get("status") == "ok" and previous.is_file() and previous.stat().st_size == done["bytes"]:
-            return {**done, "path": str(previous)}
-    row: dict[str, Any] = {"video_id": video_id, "url": source.url, "ytdlp_version": yt_dlp.version.__version__}
-    started = time.monotonic()
-    logger = _Logger(video_id)
+    reused, record = _reuse(out_dir, video_id, source, params)
+    if reused is not None:
+        return {**_licence_row(reused, params), "seconds": round(time.monotonic() - started, 3)}
+    _forget(out_dir, video_id, record)
+    staging = staging_dir(out_dir, video_id)
+    shutil.rmtree(staging, ignore_errors=True)
+    _make_staging(staging)
+    row: dict[str, Any] = {"video_id": video_id, "url": source.url, "path": None, "attempts": 0}
+    try:
+        row.update(_download(source, video_id, out_dir, staging, params, root, started + params.max_seconds, row))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.parent.rmdir()  # only when no other video is staging
+        except OSError:
+            pass
+    if row["status"] != "ok":
+        log.warning("%s: download failed (%s) after %d attempt(s): %s", video_id, row["status"], row["attempts"],
+                    row["error"])
+    row["seconds"] = round(time.monotonic() - started, 3)
+    return row
+
+
+def _download(source: SourceRow, video_id: str, out_dir: Path, staging: Path, params: DownloadParams, root: Path,
+              deadline: float, row: dict[str, Any]) -> dict[str, Any]:
+    """The attempt loop; returns the row's remaining fields. ``row["attempts"]`` is updated as it goes."""
     try:
         url = resolve_url(check_url(source.url, params.allow_file_urls), root)
-        with yt_dlp.YoutubeDL(_options(params, out_dir, video_id, logger)) as ydl:
-            info = ydl.sanitize_info(ydl.extract_info(url, download=True))
-        downloads = info.get("requested_downloads") or [{}]
-        path = Path(downloads[0].get("filepath") or info.get("filepath") or "")
-        if not path.is_file():
-            raise yt_dlp.utils.DownloadError(f"yt-dlp reported success but no file exists at {path}")
-        row.update(
-            status="ok", error=None, path=str(path), bytes=path.stat().st_size, sha256=sha256_file(path),
-            extractor=info.get("extractor_key") or info.get("extractor"), format_id=str(info.get("format_id")),
-            width=info.get("width"), height=info.get("height"), fps=info.get("fps"), vcodec=info.get("vcodec"),
-        )
-        if not row["width"] or not row["fps"]:  # direct links carry no format metadata: read the file itself
-            stream = probe(path)
-            row.update(width=stream.width, height=stream.height, fps=stream.fps, vcodec=stream.codec)
-    except (yt_dlp.utils.YoutubeDLError, av.error.FFmpegError, ValueError, OSError) as err:
-        message = str(err) or logger.last_error or type(err).__name__
-        row.update(status=classify_error(message), error=message.strip()[:2000], path=None)
-        _cleanup_partials(out_dir, video_id)
-        log.warning("%s: download failed (%s): %s", video_id, row["status"], row["error"])
-    row["seconds"] = round(time.monotonic() - started, 3)
-    if row["status"] == "ok":
-        with atomic_path(record) as tmp:  # the file name only: the folder may move with the project
-            tmp.write_text(json.dumps({**row, "path": Path(row["path"]).name}, indent=1))
-    return row
+    except ValueError as err:
+        return {"status": "download_error", "error": str(err)}
+    cookiefile = None
+    if params.cookiefile:  # yt-dlp rewrites its cookie file on exit: give each attempt a private copy
+        cookiefile = staging / "cookies.txt"
+        try:
+            shutil.copyfile(root / params.cookiefile, cookiefile)
+        except OSError as err:
+            return {"status": "download_error", "error": f"download.cookiefile {params.cookiefile}: {err.strerror}"}
+    job = {"url": url, "source_url": source.url, "video_id": video_id, "staging": str(staging),
+           "format": params.format, "retries": params.retries, "timeout": params.timeout,
+           "allow_file_urls": params.allow_file_urls, "sleep_interval": params.sleep_interval,
+           "max_sleep_interval": params.max_sleep_interval, "ratelimit": params.ratelimit,
+           "cookiefile": str(cookiefile) if cookiefile else None, "max_bytes": params.max_bytes,
+           "licenses": list(params.licenses) if params.licenses is not None else None}
+    result: dict[str, Any] = {}
+    for attempt in range(1, params.retries + 2):
+        row["attempts"] = attempt
+        result = _attempt(job, staging, deadline, params)
+        if result["status"] not in TRANSIENT or attempt > params.retries or time.monotonic() >= deadline:
+            break
+        wait = backoff_seconds(attempt, params, result.get("retry_after"))
+        if time.monotonic() + wait >= deadline:
+            result["message"] = (f"{result['message']} (no retry: waiting {wait:.1f} s would pass the "
+                                 f"{params.max_seconds:g} s per-video cap)")
+            break
+        log.info("%s: %s, retry %d in %.1f s", video_id, result["status"], attempt, wait)
+        time.sleep(wait)
+    fields = _provenance(result)
+    if result["status"] != "ok":
+        return {**fields, "status": result["status"], "error": result["message"][:2000]}
+    staged = Path(result["path"])
+    try:
+        facts = _check_media(staged, params.max_bytes)
+    except _Refused as err:
+        return {**fields, "status": err.status, "error": str(err)}
+    final = out_dir / _media_name(video_id, staged)
+    os.replace(staged, final)
+    done = {**row, **fields, **facts, "status": "ok", "error": None, "path": str(final),
+            "bytes": final.stat().st_size, "sha256": sha256_file(final)}
+    with atomic_path(out_dir / f"{video_id}.json") as tmp:  # the file name only: the folder may move
+        tmp.write_text(json.dumps({**done, "path": final.name, "format": params.format}, indent=1))
+    return _licence_row(done, params)
+
+
+def _provenance(result: dict[str, Any]) -> dict[str, Any]:
+    info = result.get("info") or {}
+    return {"ytdlp_version": result.get("ytdlp_version"), "extractor": info.get("extractor_key"),
+            "format_id": None if info.get("format_id") is None else str(info["format_id"]),
+            "license": info.get("license"), "uploader": info.get("uploader"),
+            "upload_date": info.get("upload_date"), "title": info.get("title"),
+            "webpage_url": info.get("webpage_url")}

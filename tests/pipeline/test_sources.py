@@ -1,10 +1,11 @@
+"""pipeline.sources: the source-list formats and every way a row can be wrong, as file:line: problem."""
+
 from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from pipeline.sources import SourceListError, check_url, read_id_lists, read_source_list, safe_video_id
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, text: str, name: str = "list.csv") -> Path:
@@ -92,3 +93,53 @@ def test_shipped_wflw_v_list_is_the_official_one():
 def test_id_lists(tmp_path):
     easy, hard = write(tmp_path, "a\nb\n", "e.txt"), write(tmp_path, "c\n", "h.txt")
     assert read_id_lists(easy, hard) == {"a": "easy", "b": "easy", "c": "hard"}
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfvideo_id,url,start_frame,end_frame\nabc,https://x.org/a.mp4,3,10\n")
+    rows, problems = read_source_list(path)
+    assert problems == [] and [r.video_id for r in rows] == ["abc"]
+
+
+def test_non_utf8_line_is_a_row_problem(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"video_id,url,start_frame,end_frame\nok,https://x/1,0,1\nb\xe9,https://x/2,0,1\n")
+    rows, problems = read_source_list(path)
+    assert [r.video_id for r in rows] == ["ok"]
+    assert problems == [f"{path}:3: not valid UTF-8 (byte 0xe9 at column 2)"]
+    text = tmp_path / "latin1.txt"
+    text.write_bytes(b"abc 1 2\n\xff\xfe 1 2\n")
+    rows, problems = read_source_list(text)
+    assert [r.video_id for r in rows] == ["abc"] and problems == [f"{text}:2: not valid UTF-8 (byte 0xff at column 1)"]
+    header = tmp_path / "header.csv"
+    header.write_bytes(b"vid\xe9o_id,url,start_frame,end_frame\n")
+    with pytest.raises(SourceListError, match=r"header\.csv:1: header is not valid UTF-8"):
+        read_source_list(header)
+
+
+def test_non_utf8_id_list_names_file_and_line(tmp_path):
+    easy = tmp_path / "easy.txt"
+    easy.write_bytes(b"a\n\xff\n")
+    with pytest.raises(SourceListError, match=r"easy\.txt:2: not valid UTF-8"):
+        read_id_lists(easy, None)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("a,https://x/1,9223372036854775808,9223372036854775809", "start_frame 9223372036854775808 is beyond the int64"),
+    ("a,https://x/1,0," + "9" * 5000, "end_frame 999999999999999999999999... is beyond the int64 range"),
+    ("a,https://x/1,0,5,medium", "official_subset 'medium' is not one of easy, hard"),
+    ("a,https://x/1,0,5,easy,surplus", "1 field(s) beyond the header's 5 columns"),
+])
+def test_more_malformed_rows(tmp_path, line, message):
+    path = write(tmp_path, "video_id,url,start_frame,end_frame,official_subset\n" + line + "\n")
+    rows, problems = read_source_list(path)
+    assert rows == [] and len(problems) == 1
+    assert problems[0].startswith(f"{path}:2: ") and message in problems[0]
+
+
+def test_subset_column_values(tmp_path):
+    path = write(tmp_path, "video_id,url,start_frame,end_frame,official_subset\na,https://x/1,0,5,hard\n"
+                           "b,https://x/2,0,5,\n")
+    rows, problems = read_source_list(path)
+    assert problems == [] and [r.official_subset for r in rows] == ["hard", None]
