@@ -122,12 +122,13 @@ def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
         if missing:
             raise SourceListError([f"{path}:1: header lacks column(s) {', '.join(missing)}"])
         rows: list[tuple[int, dict[str, Any]]] = []
-        for row in reader:
-            extra = row.pop(None, None)  # type: ignore[call-overload]
+        for fields in reader:
+            record: dict[Any, Any] = dict(fields)
+            extra = record.pop(None, None)  # csv puts fields beyond the header under the key None
             if extra is not None:
-                row["_error"] = f"{len(extra)} field(s) beyond the header's {len(header)} columns"
-            if any(str(v or "").strip() for v in row.values()):
-                rows.append((reader.line_num, row))
+                record["_error"] = f"{len(extra)} field(s) beyond the header's {len(header)} columns"
+            if any(str(v or "").strip() for v in record.values()):
+                rows.append((reader.line_num, record))
         return sorted(rows + undecodable, key=lambda item: item[0])
     records = undecodable
     for number, line in enumerate(lines, start=1):

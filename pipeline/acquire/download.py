@@ -130,7 +130,7 @@ def _check_media(path: Path, max_bytes: int) -> dict[str, Any]:
         info = probe(path)
         frames = iter_frames(path, 0, 1)
         first = next(frames, None)
-        frames.close()  # closes the container now, before the file is moved
+        frames.close()  # type: ignore[attr-defined]  # a generator: closes the container now, before the move
         if first is None:
             raise _Refused("decode_error", "downloaded file has a video stream but no frame decodes")
     except NoVideoStream as err:

@@ -70,7 +70,8 @@ def trim_clip(video_id: str, source_path: str | Path, start: int, end: int, out_
     try:
         info = probe(source_path)
         index: FrameIndex | None = None
-        mode, note = "sequential", "trim.seek is off"
+        mode: str = "sequential"
+        note: str | None = "trim.seek is off"
         if params.seek:
             try:
                 index = index_frames(source_path)
