@@ -28,7 +28,7 @@ from pipeline.manifest import atomic_path
 
 __all__ = [
     "VideoInfo", "DecodedFrame", "FrameIndex", "NoVideoStream", "IndexUnavailable", "SeekMismatch", "probe",
-    "index_frames", "iter_frames", "read_frames", "VideoWriter",
+    "index_frames", "iter_frames", "read_frames", "VideoWriter", "frame_rgb",
 ]
 
 
@@ -161,25 +161,38 @@ def iter_frames(path: str | os.PathLike[str], start: int = 0, stop: int | None =
             if stop is not None and ordinal >= stop:
                 break
             if ordinal >= start:
-                yield DecodedFrame(ordinal, frame.pts, _rgb(frame))
+                yield DecodedFrame(ordinal, frame.pts, frame_rgb(frame))
 
 
 _AVCOL_RANGE_JPEG = 2  # FFmpeg's AVCOL_RANGE_JPEG: full-range YUV
 
 
-def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as RGB (H, W, 3) uint8: the one conversion every reader here uses.
+def frame_rgb(frame: av.VideoFrame, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """A decoded frame (or its rectangle ``region = (x0, y0, x1, y1)``, clipped to the frame) as RGB uint8.
 
     8-bit 4:2:0 (what H.264/VP9/AV1 sources almost always are) is converted with exact integer arithmetic
     (:mod:`pipeline.colour`), identical on every CPU; swscale, used for other layouts, picks SIMD kernels per CPU
-    that round differently.
+    that round differently. A region is converted from the enclosing even-aligned rectangle of the frame's own planes,
+    so its pixels are exactly those of the full-frame conversion, for a fraction of the work.
     """
+    x0, y0, x1, y1 = region if region is not None else (0, 0, frame.width, frame.height)
     name = frame.format.name
-    if name in ("yuv420p", "yuvj420p"):
-        y, u, v = (np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width]
-                   for p in frame.planes)
-        return yuv420_to_rgb(y, u, v, full_range=name == "yuvj420p" or frame.color_range == _AVCOL_RANGE_JPEG)
-    return frame.to_ndarray(format="rgb24")
+    if name not in ("yuv420p", "yuvj420p"):
+        return frame.to_ndarray(format="rgb24")[y0:y1, x0:x1]
+    planes = [np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+              for p in frame.planes]
+    # even corners on both sides keep chroma sited as in the full frame and the size on the same conversion path
+    # (pipeline.colour converts even sizes with OpenCV and odd ones with numpy, which round differently)
+    ex0, ey0 = x0 - x0 % 2, y0 - y0 % 2
+    ex1 = min(x1 + x1 % 2, frame.width) if frame.width % 2 == 0 else frame.width
+    ey1 = min(y1 + y1 % 2, frame.height) if frame.height % 2 == 0 else frame.height
+    if frame.width % 2 or frame.height % 2:
+        ex0, ey0 = 0, 0  # odd frames go through the numpy path whole, as the full-frame conversion does
+    y = planes[0][ey0:ey1, ex0:ex1]
+    u = planes[1][ey0 // 2:(ey1 + 1) // 2, ex0 // 2:(ex1 + 1) // 2]
+    v = planes[2][ey0 // 2:(ey1 + 1) // 2, ex0 // 2:(ex1 + 1) // 2]
+    rgb = yuv420_to_rgb(y, u, v, full_range=name == "yuvj420p" or frame.color_range == _AVCOL_RANGE_JPEG)
+    return rgb[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
 
 
 #: How many earlier keyframes to try when a seek lands after the wanted frame.
@@ -211,7 +224,7 @@ def _iter_indexed(path: str | os.PathLike[str], start: int, stop: int, index: Fr
                     raise SeekMismatch(f"expected frame {expected} (PTS {index.pts[expected]}), decoded {ordinal}")
                 if frame.is_corrupt:
                     raise SeekMismatch(f"frame {ordinal} decoded as corrupt after the seek")
-                yield DecodedFrame(ordinal, frame.pts, _rgb(frame))
+                yield DecodedFrame(ordinal, frame.pts, frame_rgb(frame))
                 expected += 1
                 if expected >= stop:
                     return

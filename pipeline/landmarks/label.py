@@ -22,11 +22,11 @@ import numpy as np
 
 from ldeq.wflw import INTEROCULAR
 from pipeline.cluster import worker_cached
-from pipeline.colour import yuv420_to_rgb
 from pipeline.landmarks.adapters import LandmarkModel, create_landmark_model
 from pipeline.landmarks.fivepoint import FIVE_POINT_MODELS, create_five_point_model
 from pipeline.landmarks.schemes import scheme_map
 from pipeline.models_store import MODEL_FILES, ModelUnavailable
+from pipeline.video import frame_rgb
 
 __all__ = ["available_models", "create_model", "model_licence", "label_video", "CONTEXT"]
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 CONTEXT = 2.2
 #: Pre-rotate the canvas when the roll estimate is at least this (the landmark adapters' own threshold).
 MIN_ROLL_DEG = 5.0
-_AVCOL_RANGE_JPEG = 2
 
 
 def create_model(name: str) -> LandmarkModel:
@@ -67,24 +66,6 @@ def available_models(names: tuple[str, ...] | list[str]) -> tuple[list[str], dic
     return ok, missing
 
 
-def _region_rgb(frame: av.VideoFrame, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """RGB pixels of the frame's rectangle ``[x0, x1) × [y0, y1)`` (already clipped to the frame).
-
-    For 4:2:0 frames only the rectangle is converted (from an even corner, so chroma sits as in the full frame);
-    the pixels are identical to those of the full-frame conversion in :mod:`pipeline.video`.
-    """
-    name = frame.format.name
-    if name in ("yuv420p", "yuvj420p"):
-        ex, ey = x0 - x0 % 2, y0 - y0 % 2
-        planes = [np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size) for p in frame.planes]
-        y = planes[0][ey:y1, ex:x1]
-        u = planes[1][ey // 2:(y1 + 1) // 2, ex // 2:(x1 + 1) // 2]
-        v = planes[2][ey // 2:(y1 + 1) // 2, ex // 2:(x1 + 1) // 2]
-        rgb = yuv420_to_rgb(y, u, v, full_range=name == "yuvj420p" or frame.color_range == _AVCOL_RANGE_JPEG)
-        return rgb[y0 - ey:, x0 - ex:]
-    return frame.to_ndarray(format="rgb24")[y0:y1, x0:x1]
-
-
 def _canvas(frame: av.VideoFrame, box: np.ndarray, roll: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The canvas around ``box`` (upright by ``roll`` degrees), the box in canvas pixels and the affine canvas→frame.
 
@@ -99,7 +80,7 @@ def _canvas(frame: av.VideoFrame, box: np.ndarray, roll: float) -> tuple[np.ndar
     fx0, fy0, fx1, fy1 = max(ox, 0), max(oy, 0), min(ox + side, width), min(oy + side, height)
     canvas = np.zeros((side, side, 3), np.uint8)
     if fx1 > fx0 and fy1 > fy0:
-        canvas[fy0 - oy:fy1 - oy, fx0 - ox:fx1 - ox] = _region_rgb(frame, fx0, fy0, fx1, fy1)
+        canvas[fy0 - oy:fy1 - oy, fx0 - ox:fx1 - ox] = frame_rgb(frame, (fx0, fy0, fx1, fy1))
     local = np.array([x1 - ox, y1 - oy, x2 - ox, y2 - oy], np.float32)
     to_frame = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]])
     if abs(roll) < MIN_ROLL_DEG:

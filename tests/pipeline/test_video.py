@@ -133,3 +133,17 @@ def test_read_selected_frames(tmp_path):
     frames = read_frames(src, [2, 5, 11])
     assert [frame_index(f) for f in frames] == [2, 5, 11]
     assert np.ptp(frames[0][..., 0]) <= 2  # flat frames survive the codec
+
+
+def test_region_conversion_equals_the_full_frame_crop(tmp_path, astronaut):
+    import av
+
+    from pipeline.video import VideoWriter, frame_rgb
+
+    with VideoWriter(tmp_path / "a.mp4", fps=25) as out:
+        out.write(np.ascontiguousarray(astronaut[:240, :320]))
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        frame = next(container.decode(video=0))
+        full = frame_rgb(frame)
+        for x0, y0, x1, y1 in [(3, 5, 101, 77), (0, 0, 320, 240), (10, 11, 11, 12), (301, 200, 320, 240)]:
+            assert np.array_equal(frame_rgb(frame, (x0, y0, x1, y1)), full[y0:y1, x0:x1])
