@@ -214,8 +214,8 @@ def fill_track(track: Track, n_frames: int, cuts: list[int], max_gap: int,
         i = int(np.searchsorted(bounds, frame, side="right"))
         return bounds[i - 1], bounds[i]
 
-    def extend(anchor: int, step: int, limit: int) -> None:
-        """From detection ``anchor`` outwards (``step`` ±1) up to frame ``limit`` (exclusive): landmarks, then held."""
+    def follow(anchor: int, step: int, limit: int) -> int:
+        """Landmark boxes from detection ``anchor`` towards ``limit`` (exclusive); the first frame not reached."""
         f, prior = anchor + step, boxes[anchor]
         while f != limit and landmark_step is not None:
             found = landmark_step(f, prior)
@@ -223,8 +223,13 @@ def fill_track(track: Track, n_frames: int, cuts: list[int], max_gap: int,
                 break
             boxes[f], source[f], prior = found, "landmarks", found
             f += step
+        return f
+
+    def extend(anchor: int, step: int, limit: int) -> None:
+        """From detection ``anchor`` outwards (``step`` ±1) up to frame ``limit`` (exclusive): landmarks, then held."""
+        f = follow(anchor, step, limit)
         while f != limit:
-            boxes[f], source[f] = prior, "held"
+            boxes[f], source[f] = boxes[f - step], "held"
             f += step
 
     detected: list[int] = track.frames
@@ -232,14 +237,7 @@ def fill_track(track: Track, n_frames: int, cuts: list[int], max_gap: int,
         if b - a <= 1:
             continue
         if shot_range(a) == shot_range(b) and b - a - 1 <= max_gap:
-            f, prior = a + 1, boxes[a]
-            while f < b and landmark_step is not None:
-                found = landmark_step(f, prior)
-                if found is None:
-                    break
-                boxes[f], source[f], prior = found, "landmarks", found
-                f += 1
-            gap = np.arange(f, b)
+            gap = np.arange(follow(a, 1, b), b)
             if gap.size:
                 t = (gap - a) / (b - a)
                 boxes[gap] = boxes[a] + t[:, None] * (boxes[b] - boxes[a])
