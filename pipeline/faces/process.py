@@ -129,10 +129,10 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams) -
                                 f"had a detection) in {clip_path}")
         else:
             follower = None
-            if params.track_landmarks:
+            needed = _needed_frames(track, n_frames, params.max_gap)
+            if params.track_landmarks and set(needed) - set(track.frames):  # only when some frame lacks a detection
                 model = worker_cached(f"landmarks:{params.track_landmarks}", lambda: _landmark_model(params))
-                needed = _needed_frames(track, n_frames, params.max_gap)
-                frames = dict(zip(needed, read_frames(clip_path, needed), strict=True)) if needed else {}
+                frames = dict(zip(needed, read_frames(clip_path, needed), strict=True))
                 follower = LandmarkFollower(model, frames, track, params.landmark_min_confidence)
             face = smooth_boxes(fill_track(track, n_frames, cuts, params.max_gap, follower), params.smooth_window,
                                 params.smooth_sigma, params.smooth_max_shift)
