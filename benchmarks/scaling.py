@@ -37,21 +37,33 @@ def _label(item: dict[str, Any], models: list[str]) -> dict[str, Any]:
     return label_video(item["video_id"], item["path"], item["boxes"], models, item["valid"], item["rolls"])
 
 
+def _timed(fn: Any, item: dict[str, Any], **kwargs: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(item, **kwargs)
+    return out, time.perf_counter() - t0
+
+
 def timed_run(fn: Any, items: list[dict[str, Any]], workers: int, params_path: Path, **kwargs: Any
-              ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run ``fn`` over ``items`` on a fresh LocalCluster of ``workers`` single-thread workers.
 
     Returns the results and times: ``start`` (cluster up), ``tasks`` (submit to last result, model loading in each
-    worker included, as in a stage run).
+    worker included, as in a stage run), ``busy`` (sum of the tasks' own wall times: ``busy / (workers × tasks)`` is
+    the share of the run the workers computed; the rest is scheduling, imbalance at the end, transfers) and each
+    task's own seconds (``per_task``: compare across worker counts to see contention for the cores).
     """
     cluster = stage_params("cluster", params_path, scheduler=None, n_workers=workers, threads_per_worker=1)
     t0 = time.perf_counter()
     with dask_client(cluster) as client:
         t1 = time.perf_counter()
-        futures = [client.submit(fn, item, pure=False, **kwargs) for item in items]
-        results = client.gather(futures)
+        futures = [client.submit(_timed, fn, item, pure=False, **kwargs) for item in items]
+        gathered = client.gather(futures)
         t2 = time.perf_counter()
-    return results, {"start": t1 - t0, "tasks": t2 - t1}
+    results = [r for r, _ in gathered]
+    per_task = [float(sec) for _, sec in gathered]
+    tasks = t2 - t1
+    return results, {"start": t1 - t0, "tasks": tasks, "busy": float(sum(per_task)),
+                     "worker_utilisation": float(sum(per_task)) / (workers * tasks), "per_task": per_task}
 
 
 def label_breakdown(item: dict[str, Any], models: list[str], repeats: int = 1) -> dict[str, Any]:
@@ -109,6 +121,8 @@ def main() -> int:
     parser.add_argument("--n-clips", type=int, default=None, help="first N ok clips (default: all)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=1, help="passes of the per-frame breakdown")
+    parser.add_argument("--stages", nargs="+", choices=("faces", "label"), default=["faces", "label"])
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the label per-frame breakdown")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -136,6 +150,10 @@ def main() -> int:
                     "boxes": np.array([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in rows], np.float32),
                     "valid": np.array([r["valid"] for r in rows], bool),
                     "rolls": np.array([np.nan if r.get("roll") is None else r["roll"] for r in rows], np.float64)})
+        if "label" not in args.stages:
+            result["runs"][str(workers)] = {"faces": {**faces_t, "frames_per_s": frames / faces_t["tasks"]}}
+            print(f"{workers} worker(s): faces {frames / faces_t['tasks']:.1f} frames/s", flush=True)
+            continue
         _, label_t = timed_run(_label, label_items, workers, args.params, models=models)
         label_frames = int(sum(len(i["boxes"]) for i in label_items))
         result["runs"][str(workers)] = {
@@ -146,9 +164,15 @@ def main() -> int:
               f"(cluster start {faces_t['start']:.1f} s)", flush=True)
     if "1" in result["runs"] and "2" in result["runs"]:
         result["speedup_2_vs_1"] = {s: result["runs"]["2"][s]["frames_per_s"] / result["runs"]["1"][s]["frames_per_s"]
-                                    for s in ("faces", "label")}
+                                    for s in args.stages}
         print("2 vs 1 worker throughput: " + ", ".join(f"{s} x{v:.2f}" for s, v in result["speedup_2_vs_1"].items()))
-    if label_items:
+    if "1" in result["runs"] and "2" in result["runs"]:
+        for stage in args.stages:
+            one, two = (np.array(result["runs"][w][stage]["per_task"]) for w in ("1", "2"))
+            result["runs"]["2"][stage]["task_slowdown_vs_1"] = float(np.median(two / one))
+            print(f"{stage}: 2 workers busy {result['runs']['2'][stage]['worker_utilisation']:.0%} of the run; "
+                  f"each task took x{np.median(two / one):.2f} its 1-worker time (median)")
+    if label_items and "label" in args.stages and not args.no_breakdown:
         breakdown = label_breakdown(label_items[0], models, args.repeats)
         result["label_breakdown"] = breakdown
         ms = breakdown["ms_per_frame"]

@@ -21,10 +21,10 @@ def video_annotations(video_id: str, subset: str, landmarks: pa.Table, faces: pa
                       params: ScoreParams) -> dict[str, Any]:
     """Return ``{"rows", "boxes" (F, 4), "points" (F, 98, 2), "valid" (F,)}`` for every clip frame of one video.
 
-    Every frame of the faces manifest gets a row: invalid frames (no valid box, families disagree, collapsed shape)
-    carry ``valid = False`` and whatever labels exist (NaN points where no model labelled the frame); nothing is
-    dropped. Raises ``ValueError`` when the video has valid frames whose labels miss WFLW-98 points (no available
-    model defines them), since such labels could not be trusted anywhere.
+    Every frame of the faces manifest gets a row: invalid frames (no valid box, families disagree overall or on most
+    points, collapsed shape) carry ``valid = False`` and whatever labels exist (NaN points where no model labelled
+    the frame); nothing is dropped. Raises ``ValueError`` when the video has valid frames whose labels miss WFLW-98
+    points (no available model defines them), since such labels could not be trusted anywhere.
     """
     labels = video_labels(landmarks, params, faces)
     undefined = np.flatnonzero(np.isnan(labels.points[labels.valid][..., 0]).any(axis=0))

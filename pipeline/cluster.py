@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import dask
 from dask.distributed import Client, LocalCluster, as_completed, get_worker
 from tqdm import tqdm
 
@@ -34,8 +35,35 @@ SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_N
                      "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
 
 
+#: glibc malloc on workers: blocks up to 32 MiB (decoded frames, crops, model tensors) come from the heap and are
+#: reused, and up to 128 MiB of free heap is kept. dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
+#: which also freezes glibc's adaptive mmap threshold at 128 KiB: every frame-sized array is then a fresh mmap whose
+#: pages are faulted in and zeroed by the kernel, which made each faces task 25-40 % slower than the same call
+#: outside dask and the two workers of a 2-core machine contend in the kernel (``benchmarks/scaling.py``).
+MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024
+MALLOC_TRIM_THRESHOLD = 128 * 1024 * 1024
+
+
+def tune_malloc() -> bool:
+    """Set glibc's mmap and trim thresholds (:data:`MALLOC_MMAP_THRESHOLD`, :data:`MALLOC_TRIM_THRESHOLD`) in this
+    process; False where the C library has no ``mallopt`` (musl, macOS, Windows)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold,
+                                                                                     MALLOC_TRIM_THRESHOLD))
+
+
 def pin_threads() -> None:
-    """One thread for torch and OpenCV in this process (onnxruntime and LiteRT sessions set theirs when built)."""
+    """One thread for torch and OpenCV in this process (onnxruntime and LiteRT sessions set theirs when built), and
+    :func:`tune_malloc`."""
     import os
 
     os.environ.update(SINGLE_THREAD_ENV)
@@ -44,11 +72,25 @@ def pin_threads() -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    tune_malloc()
+
+
+#: dask settings for the LocalCluster: tasks here are whole videos (seconds to minutes each), so dask's interactive
+#: defaults — a statistical profiler sampling every task thread's stack each 10 ms, an event-loop tick every 20 ms, a
+#: system monitor every 0.5 s — buy nothing and cost about a tenth of a core per worker plus the scheduler's, which
+#: on a machine with one worker per core comes out of the tasks (``benchmarks/scaling.py``). Workers of an external
+#: cluster keep their own configuration (``benchmarks/README.md`` shows how to start them the same way).
+BATCH_DASK_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 
 
 @contextmanager
 def dask_client(params: ClusterParams) -> Iterator[Client]:
-    """Connect to ``params.scheduler`` if set, else start (and later stop) a LocalCluster of worker processes.
+    """Connect to ``params.scheduler`` if set, else start (and later stop) a LocalCluster of worker processes
+    configured for batch work (:data:`BATCH_DASK_CONFIG`).
 
     Every worker gets :func:`pin_threads`, so results do not depend on the worker's core count.
     """
@@ -58,12 +100,13 @@ def dask_client(params: ClusterParams) -> Iterator[Client]:
             client.run(pin_threads)
             yield client
         return
-    with LocalCluster(n_workers=params.n_workers, threads_per_worker=params.threads_per_worker,
-                      processes=True, memory_limit=params.memory_limit, dashboard_address=None,
-                      env=SINGLE_THREAD_ENV) as cluster:
-        with Client(cluster) as client:
-            client.run(pin_threads)
-            yield client
+    with dask.config.set(BATCH_DASK_CONFIG):  # the nannies hand this configuration to the worker processes
+        with LocalCluster(n_workers=params.n_workers, threads_per_worker=params.threads_per_worker,
+                          processes=True, memory_limit=params.memory_limit, dashboard_address=None,
+                          env=SINGLE_THREAD_ENV) as cluster:
+            with Client(cluster) as client:
+                client.run(pin_threads)
+                yield client
 
 
 def worker_cached(key: str, factory: Callable[[], T]) -> T:

@@ -1,8 +1,9 @@
 """Export to the official WFLW-V layout: ``bboxes/<id>.npy``, ``landmarks/<id>.npy``, ``videos/<id>.mp4``.
 
 One addition to the official layout: ``valid/<id>.npy`` (F,) bool marks the frames whose labels can be trusted (box
-valid, model families agree, no collapse). Invalid frames stay in ``bboxes``/``landmarks`` (NaN where nothing was
-measured) so frame ``k`` of every array is clip frame ``k``; readers must skip frames where ``valid`` is False.
+valid, model families agree on most points, no collapse). Invalid frames stay in ``bboxes``/``landmarks`` (NaN where
+nothing was measured) so frame ``k`` of every array is clip frame ``k``; readers must skip frames where ``valid`` is
+False.
 """
 
 from __future__ import annotations

@@ -128,6 +128,7 @@ class ScoreParams(_Block):
     n_hard: NonNegInt
     min_families: PosInt
     min_valid_share: Fraction
+    min_point_agreement: Fraction
     iod_box: Annotated[FloatTuple, Field(min_length=2, max_length=2)]
     smooth_window: PosInt
     smooth_order: NonNegInt

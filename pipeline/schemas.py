@@ -175,8 +175,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     ], landmark_scheme="wflw98",
         landmarks="the robust family consensus, smoothed in time over valid frames (landmarks_raw: before smoothing); "
                   "NaN where no model labelled the frame",
-        valid="box valid (faces stage) and >= score.min_families families agree and no collapse; invalid frames are "
-              "kept with valid=false, never dropped (null: written by an older writer)",
+        valid="box valid (faces stage), >= score.min_families families agree, on >= score.min_point_agreement of "
+              "the points, and no collapse; invalid frames are kept with valid=false, never dropped (null: written by "
+              "an older writer)",
         n_models="models that labelled this frame", support="per WFLW-98 point, families within the agreement "
                                                               "distance of the consensus"),
     "video_status": _schema("video_status", [

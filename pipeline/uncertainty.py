@@ -4,8 +4,10 @@
 (:func:`pipeline.landmarks.consensus.robust_consensus`) with, per frame:
 
 * ``valid``: the face box is valid (faces stage), at least ``min_families`` families agree with the consensus
-  (median distance within the agreement distance) and the shape did not collapse (inter-ocular distance / box side
-  within ``iod_box``);
+  (median distance within the agreement distance), at least ``min_point_agreement`` of the points that
+  ``min_families`` families define are backed by that many families (*point agreement*: two families can each agree
+  on half the face yet on different halves — under occlusion the result is then a shape no two models drew) and the
+  shape did not collapse (inter-ocular distance / box side within ``iod_box``);
 * ``disagreement``: mean distance of the families to the consensus over the points at least two define (IOD units);
 * ``instability``: mean distance between the raw consensus and its temporally smoothed shape (IOD units) — label
   jitter that the rigid head motion does not explain;
@@ -54,6 +56,7 @@ class VideoLabels:
     n_models: np.ndarray  # (F,) models that labelled the frame
     n_families: np.ndarray  # (F,) families that labelled the frame
     agreeing: np.ndarray  # (F,) families that agree with the consensus
+    point_agreement: np.ndarray  # (F,) share of the votable points backed by min_families families
     support: np.ndarray  # (F, 98) families within the agreement distance per point
     disagreement: np.ndarray  # (F,) NaN where fewer than two families labelled
     instability: np.ndarray  # (F,) NaN where the frame is not valid
@@ -170,7 +173,11 @@ def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = N
     ratio = result.scale / side
     lo, hi = params.iod_box
     shape_ok = np.where(np.isfinite(ratio), (ratio >= lo) & (ratio <= hi), np.isfinite(result.scale))
-    valid = box_valid & (agreeing >= params.min_families) & shape_ok
+    # point agreement: share of the points that min_families families define where that many support the result
+    votable = result.families >= params.min_families
+    backed = votable & (result.support >= params.min_families)
+    point_agreement = np.where(votable.any(axis=1), backed.sum(axis=1) / np.maximum(votable.sum(axis=1), 1), 0.0)
+    valid = box_valid & (agreeing >= params.min_families) & (point_agreement >= params.min_point_agreement) & shape_ok
     smoothed = smooth_shapes(result.points, valid, params.smooth_window, params.smooth_order)
     a, b = INTEROCULAR
     iod = np.linalg.norm(result.points[:, b] - result.points[:, a], axis=-1)
@@ -182,7 +189,8 @@ def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = N
     return VideoLabels(
         frames=frames, points=smoothed, raw=result.points, valid=valid, box_valid=box_valid,
         n_models=labelled.sum(axis=1).astype(np.int16), n_families=n_families.astype(np.int16),
-        agreeing=agreeing.astype(np.int16), support=result.support, disagreement=spread,
+        agreeing=agreeing.astype(np.int16), point_agreement=point_agreement, support=result.support,
+        disagreement=spread,
         instability=np.where(valid, jitter, np.nan), confidence=confidence.astype(np.float64),
         models=tuple(names), families=tuple(fam_names),
     )

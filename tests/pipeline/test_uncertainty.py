@@ -80,6 +80,31 @@ def test_a_family_far_off_makes_the_frame_disagree_but_stay_valid(tmp_path):
     assert labels.disagreement[3] > 3 * np.delete(labels.disagreement, 3).max()
 
 
+def test_two_families_agreeing_on_different_halves_is_not_a_valid_frame(tmp_path):
+    # frame 3: family a is right on points 0..59 only, b on 38..97 only, c nowhere. Each of a and b agrees with the
+    # consensus by its median distance, but only points 38..59 are backed by two families: no majority drew this shape
+    rows = landmark_rows("v", 0.0)
+    for r in rows:
+        if r["frame"] != 3:
+            continue
+        pts = r["wflw98"].copy()
+        if r["model"] == "a":
+            pts[60:] += [0.0, 20.0]
+        elif r["model"] == "b":
+            pts[:38] += [0.0, -20.0]
+        else:
+            pts += [25.0, 0.0]
+        r["wflw98"] = pts
+    labels = labels_of(tmp_path, rows, face_rows("v"))
+    assert labels.agreeing[3] == 2  # the frame-level rule alone would keep it
+    assert labels.point_agreement[3] == pytest.approx(22 / 98)
+    assert labels.valid.tolist() == [True, True, True, False, True, True]
+    assert np.allclose(np.delete(labels.point_agreement, 3), 1.0)
+    lenient = labels_of(tmp_path, rows, face_rows("v"), stage_params("score", PROJECT_PARAMS, n_hard=1,
+                                                                       smooth_window=1, min_point_agreement=0.2))
+    assert lenient.valid.all()
+
+
 def test_a_video_without_valid_frames_gets_a_status_not_hard(tmp_path):
     write_rows([], "landmarks", tmp_path / "l.parquet")
     write_rows(face_rows("gone", invalid=range(6)), "faces", tmp_path / "f.parquet")
