@@ -66,6 +66,24 @@ def timed_run(fn: Any, items: list[dict[str, Any]], workers: int, params_path: P
                      "worker_utilisation": float(sum(per_task)) / (workers * tasks), "per_task": per_task}
 
 
+def plain_run(fn: Any, items: list[dict[str, Any]], workers: int, **kwargs: Any) -> dict[str, Any]:
+    """The same tasks on a pool of ``workers`` plain spawned processes (no dask; threads pinned and malloc tuned as
+    on a dask worker): what this machine gives two processes at all, the ceiling for the dask runs."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from pipeline.cluster import pin_threads
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=pin_threads) as pool:
+        t0 = time.perf_counter()
+        gathered = list(pool.map(partial(_timed, fn, **kwargs), items))
+        tasks = time.perf_counter() - t0
+    per_task = [float(sec) for _, sec in gathered]
+    busy = float(sum(per_task))
+    return {"tasks": tasks, "busy": busy, "worker_utilisation": busy / (workers * tasks), "per_task": per_task}
+
+
 def label_breakdown(item: dict[str, Any], models: list[str], repeats: int = 1) -> dict[str, Any]:
     """Per labelled frame (ms): decode, canvas conversion, each model's predict, and the label stage's total; the
     overhead is total - (decode + canvas + models): scheme mapping, row building, bookkeeping."""
@@ -122,6 +140,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=1, help="passes of the per-frame breakdown")
     parser.add_argument("--stages", nargs="+", choices=("faces", "label"), default=["faces", "label"])
+    parser.add_argument("--plain", action="store_true",
+                        help="also run the faces tasks on 1 and 2 plain processes (no dask): the machine's ceiling")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the label per-frame breakdown")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -172,6 +192,18 @@ def main() -> int:
             result["runs"]["2"][stage]["task_slowdown_vs_1"] = float(np.median(two / one))
             print(f"{stage}: 2 workers busy {result['runs']['2'][stage]['worker_utilisation']:.0%} of the run; "
                   f"each task took x{np.median(two / one):.2f} its 1-worker time (median)")
+    if args.plain:
+        plain = {str(w): plain_run(_faces, clips, w, params=faces_params) for w in args.workers}
+        for w, run in plain.items():
+            run["frames_per_s"] = frames / run["tasks"]
+            print(f"faces on {w} plain process(es), no dask: {run['frames_per_s']:.1f} frames/s", flush=True)
+        result["plain_processes"] = {"faces": plain}
+        if "1" in plain and "2" in plain:
+            ratio = plain["2"]["frames_per_s"] / plain["1"]["frames_per_s"]
+            result["plain_processes"]["faces_speedup_2_vs_1"] = ratio
+            print(f"faces, plain processes: 2 vs 1 x{ratio:.2f}; each task took "
+                  f"x{np.median(np.array(plain['2']['per_task']) / np.array(plain['1']['per_task'])):.2f} its "
+                  "1-process time (median)")
     if label_items and "label" in args.stages and not args.no_breakdown:
         breakdown = label_breakdown(label_items[0], models, args.repeats)
         result["label_breakdown"] = breakdown
