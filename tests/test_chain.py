@@ -79,8 +79,10 @@ def test_bad_videos_become_status_rows_and_the_run_goes_on(project):
     assert clips.loc["demo_missing_file", "status"] == "skipped"
     assert (clips.drop(["demo_window_past_end", "demo_missing_file"])["status"] == "ok").all()
     scores = manifest(work, "scores")
-    assert set(scores.loc[scores.status == "ok", "subset"]) == {"easy", "hard"}
-    assert (scores.subset == "hard").sum() == 2
+    ok = scores[scores.status == "ok"]
+    assert len(ok) >= 2 and {"easy", "hard"} <= set(ok.subset.dropna())
+    assert (ok.subset == "hard").sum() == (ok.subset == "easy").sum() == min(2, len(ok) // 2)  # tiny: n_hard 2
+    assert scores.loc[scores.status != "ok", "subset"].isna().all()  # skipped, unlabelable: never in a subset
 
 
 @pytest.mark.chain
