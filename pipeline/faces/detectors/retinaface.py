@@ -74,9 +74,12 @@ class RetinaFaceDetector(FaceDetector):
         image, scale = downscale(rgb, self.max_side)
         h, w = image.shape[:2]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-        blob = np.zeros((ph, pw, 3), np.float32)  # zero after mean subtraction: padding looks like the mean colour
-        blob[:h, :w] = image[:, :, ::-1].astype(np.float32) - _MEAN_BGR
-        loc, conf, landmarks = self._session.run(None, {"input": blob.transpose(2, 0, 1)[None]})
+        # the network's NCHW BGR input in one pass per channel (no HWC float copy, no transpose copy); zero after mean
+        # subtraction: padding looks like the mean colour
+        blob = np.zeros((1, 3, ph, pw), np.float32)
+        for channel in range(3):
+            np.subtract(image[:, :, 2 - channel], _MEAN_BGR[channel], out=blob[0, channel, :h, :w], dtype=np.float32)
+        loc, conf, landmarks = self._session.run(None, {"input": blob})
         scores = conf[0, :, 1]
         keep = scores >= self.min_score
         if not keep.any():
