@@ -43,30 +43,33 @@ def _timed(fn: Any, item: dict[str, Any], **kwargs: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def timed_run(fn: Any, items: list[dict[str, Any]], workers: int, params_path: Path, **kwargs: Any
-              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run ``fn`` over ``items`` on a fresh LocalCluster of ``workers`` single-thread workers.
+def _run_times(gathered: list[tuple[Any, float]], workers: int, seconds: float, frames: int) -> dict[str, Any]:
+    """``tasks`` (the run's wall time), ``frames_per_s``, ``busy`` (sum of the tasks' own wall times: ``busy /
+    (workers × tasks)`` is the share of the run the workers computed; the rest is scheduling, imbalance at the end,
+    transfers) and each task's own seconds (``per_task``: compare across worker counts to see contention)."""
+    per_task = [float(sec) for _, sec in gathered]
+    busy = float(sum(per_task))
+    return {"tasks": seconds, "frames_per_s": frames / seconds, "busy": busy,
+            "worker_utilisation": busy / (workers * seconds), "per_task": per_task}
 
-    Returns the results and times: ``start`` (cluster up), ``tasks`` (submit to last result, model loading in each
-    worker included, as in a stage run), ``busy`` (sum of the tasks' own wall times: ``busy / (workers × tasks)`` is
-    the share of the run the workers computed; the rest is scheduling, imbalance at the end, transfers) and each
-    task's own seconds (``per_task``: compare across worker counts to see contention for the cores).
+
+def timed_run(fn: Any, items: list[dict[str, Any]], workers: int, params_path: Path, frames: int, **kwargs: Any
+              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run ``fn`` over ``items`` (``frames`` in all) on a fresh LocalCluster of ``workers`` single-thread workers.
+
+    Returns the results and :func:`_run_times` plus ``start`` (cluster up); the run's time goes from submitting to
+    the last result, model loading in each worker included, as in a stage run.
     """
     cluster = stage_params("cluster", params_path, scheduler=None, n_workers=workers, threads_per_worker=1)
     t0 = time.perf_counter()
     with dask_client(cluster) as client:
         t1 = time.perf_counter()
-        futures = [client.submit(_timed, fn, item, pure=False, **kwargs) for item in items]
-        gathered = client.gather(futures)
+        gathered = client.gather([client.submit(_timed, fn, item, pure=False, **kwargs) for item in items])
         t2 = time.perf_counter()
-    results = [r for r, _ in gathered]
-    per_task = [float(sec) for _, sec in gathered]
-    tasks = t2 - t1
-    return results, {"start": t1 - t0, "tasks": tasks, "busy": float(sum(per_task)),
-                     "worker_utilisation": float(sum(per_task)) / (workers * tasks), "per_task": per_task}
+    return [r for r, _ in gathered], {"start": t1 - t0, **_run_times(gathered, workers, t2 - t1, frames)}
 
 
-def plain_run(fn: Any, items: list[dict[str, Any]], workers: int, **kwargs: Any) -> dict[str, Any]:
+def plain_run(fn: Any, items: list[dict[str, Any]], workers: int, frames: int, **kwargs: Any) -> dict[str, Any]:
     """The same tasks on a pool of ``workers`` plain spawned processes (no dask; threads pinned and malloc tuned as
     on a dask worker): what this machine gives two processes at all, the ceiling for the dask runs."""
     import multiprocessing
@@ -78,10 +81,28 @@ def plain_run(fn: Any, items: list[dict[str, Any]], workers: int, **kwargs: Any)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=pin_threads) as pool:
         t0 = time.perf_counter()
         gathered = list(pool.map(partial(_timed, fn, **kwargs), items))
-        tasks = time.perf_counter() - t0
-    per_task = [float(sec) for _, sec in gathered]
-    busy = float(sum(per_task))
-    return {"tasks": tasks, "busy": busy, "worker_utilisation": busy / (workers * tasks), "per_task": per_task}
+        seconds = time.perf_counter() - t0
+    return _run_times(gathered, workers, seconds, frames)
+
+
+def _slowdown(one: dict[str, Any], two: dict[str, Any]) -> float:
+    """Median over tasks of a task's time in run ``two`` ÷ its time in run ``one``."""
+    return float(np.median(np.array(two["per_task"]) / np.array(one["per_task"])))
+
+
+def label_inputs(clips: list[dict[str, Any]], faces_out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The label stage's per-video input (boxes, validity, roll per frame) from the faces results."""
+    items = []
+    for clip, res in zip(clips, faces_out):
+        rows = sorted(res["rows"], key=lambda r: r["frame"])
+        if res["status"]["status"] != "ok" or not rows:
+            continue
+        items.append({
+            "video_id": clip["video_id"], "path": clip["path"],
+            "boxes": np.array([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in rows], np.float32),
+            "valid": np.array([r["valid"] for r in rows], bool),
+            "rolls": np.array([np.nan if r.get("roll") is None else r["roll"] for r in rows], np.float64)})
+    return items
 
 
 def label_breakdown(item: dict[str, Any], models: list[str], repeats: int = 1) -> dict[str, Any]:
@@ -159,52 +180,35 @@ def main() -> int:
                               "runs": {}}
     label_items: list[dict[str, Any]] = []
     for workers in args.workers:
-        faces_out, faces_t = timed_run(_faces, clips, workers, args.params, params=faces_params)
-        if not label_items:  # the label input is the faces output (identical for any worker count)
-            for clip, res in zip(clips, faces_out):
-                rows = sorted(res["rows"], key=lambda r: r["frame"])
-                if res["status"]["status"] != "ok" or not rows:
-                    continue
-                label_items.append({
-                    "video_id": clip["video_id"], "path": clip["path"],
-                    "boxes": np.array([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in rows], np.float32),
-                    "valid": np.array([r["valid"] for r in rows], bool),
-                    "rolls": np.array([np.nan if r.get("roll") is None else r["roll"] for r in rows], np.float64)})
-        if "label" not in args.stages:
-            result["runs"][str(workers)] = {"faces": {**faces_t, "frames_per_s": frames / faces_t["tasks"]}}
-            print(f"{workers} worker(s): faces {frames / faces_t['tasks']:.1f} frames/s", flush=True)
-            continue
-        _, label_t = timed_run(_label, label_items, workers, args.params, models=models)
-        label_frames = int(sum(len(i["boxes"]) for i in label_items))
-        result["runs"][str(workers)] = {
-            "faces": {**faces_t, "frames_per_s": frames / faces_t["tasks"]},
-            "label": {**label_t, "frames_per_s": label_frames / label_t["tasks"] if label_t["tasks"] else 0.0}}
-        print(f"{workers} worker(s): faces {frames / faces_t['tasks']:.1f} frames/s, label "
-              f"{result['runs'][str(workers)]['label']['frames_per_s']:.1f} frames/s "
-              f"(cluster start {faces_t['start']:.1f} s)", flush=True)
+        faces_out, faces_t = timed_run(_faces, clips, workers, args.params, frames, params=faces_params)
+        run = {"faces": faces_t}
+        if "label" in args.stages:
+            if not label_items:  # the label input is the faces output (identical for any worker count)
+                label_items = label_inputs(clips, faces_out)
+            label_frames = int(sum(len(i["boxes"]) for i in label_items))
+            _, run["label"] = timed_run(_label, label_items, workers, args.params, label_frames, models=models)
+        result["runs"][str(workers)] = run
+        print(f"{workers} worker(s): " + ", ".join(f"{s} {t['frames_per_s']:.1f} frames/s" for s, t in run.items())
+              + f" (cluster start {faces_t['start']:.1f} s)", flush=True)
     if "1" in result["runs"] and "2" in result["runs"]:
-        result["speedup_2_vs_1"] = {s: result["runs"]["2"][s]["frames_per_s"] / result["runs"]["1"][s]["frames_per_s"]
-                                    for s in args.stages}
+        one, two = result["runs"]["1"], result["runs"]["2"]
+        result["speedup_2_vs_1"] = {s: two[s]["frames_per_s"] / one[s]["frames_per_s"] for s in args.stages}
         print("2 vs 1 worker throughput: " + ", ".join(f"{s} x{v:.2f}" for s, v in result["speedup_2_vs_1"].items()))
-    if "1" in result["runs"] and "2" in result["runs"]:
         for stage in args.stages:
-            one, two = (np.array(result["runs"][w][stage]["per_task"]) for w in ("1", "2"))
-            result["runs"]["2"][stage]["task_slowdown_vs_1"] = float(np.median(two / one))
-            print(f"{stage}: 2 workers busy {result['runs']['2'][stage]['worker_utilisation']:.0%} of the run; "
-                  f"each task took x{np.median(two / one):.2f} its 1-worker time (median)")
+            two[stage]["task_slowdown_vs_1"] = _slowdown(one[stage], two[stage])
+            print(f"{stage}: 2 workers busy {two[stage]['worker_utilisation']:.0%} of the run; "
+                  f"each task took x{two[stage]['task_slowdown_vs_1']:.2f} its 1-worker time (median)")
     if args.plain:
-        plain = {str(w): plain_run(_faces, clips, w, params=faces_params) for w in args.workers}
-        for w, run in plain.items():
-            run["frames_per_s"] = frames / run["tasks"]
-            print(f"faces on {w} plain process(es), no dask: {run['frames_per_s']:.1f} frames/s", flush=True)
+        plain = {str(w): plain_run(_faces, clips, w, frames, params=faces_params) for w in args.workers}
+        for w, times in plain.items():
+            print(f"faces on {w} plain process(es), no dask: {times['frames_per_s']:.1f} frames/s", flush=True)
         result["plain_processes"] = {"faces": plain}
         if "1" in plain and "2" in plain:
             ratio = plain["2"]["frames_per_s"] / plain["1"]["frames_per_s"]
             result["plain_processes"]["faces_speedup_2_vs_1"] = ratio
             print(f"faces, plain processes: 2 vs 1 x{ratio:.2f}; each task took "
-                  f"x{np.median(np.array(plain['2']['per_task']) / np.array(plain['1']['per_task'])):.2f} its "
-                  "1-process time (median)")
-    if label_items and "label" in args.stages and not args.no_breakdown:
+                  f"x{_slowdown(plain['1'], plain['2']):.2f} its 1-process time (median)")
+    if label_items and not args.no_breakdown:
         breakdown = label_breakdown(label_items[0], models, args.repeats)
         result["label_breakdown"] = breakdown
         ms = breakdown["ms_per_frame"]
