@@ -46,9 +46,8 @@ def uncertainty_hist(scores: pd.DataFrame, out: str | Path) -> Path:
     if (ok.group == "easy").any():
         easy_max = ok.uncertainty[ok.group == "easy"].max()
         ax.axvline(easy_max, color=_SUBSET_COLOURS["easy"], ls="--", label=f"easy ≤ {easy_max:.3f}")
-    ax.set_xlabel("video uncertainty (score)")
-    ax.set_ylabel("videos")
-    ax.set_title("Uncertainty of the scored videos and the selection")
+    ax.set(xlabel="video uncertainty (score)", ylabel="videos",
+           title="Uncertainty of the scored videos and the selection")
     ax.legend(fontsize=8)
     return _save(fig, out)
 
@@ -62,9 +61,8 @@ def label_error_by_level(quality: pd.DataFrame, out: str | Path) -> Path:
     bars = ax.bar(np.arange(len(quality)), quality.label_nme, color="#4c72b0")
     ax.set_xticks(np.arange(len(quality)), [str(v) for v in quality.difficulty])
     ax.bar_label(bars, labels=[f"{v:.2f}\n({n} fr)" for v, n in zip(quality.label_nme, quality.frames)], fontsize=8)
-    ax.set_xlabel("demo difficulty level")
-    ax.set_ylabel("label NME (% inter-ocular)")
-    ax.set_title("Consensus labels vs the demo's known-warp truth")
+    ax.set(xlabel="demo difficulty level", ylabel="label NME (% inter-ocular)",
+           title="Consensus labels vs the demo's known-warp truth")
     ax.margins(y=0.25)
     return _save(fig, out)
 
@@ -86,9 +84,8 @@ def model_error(per_model: pd.DataFrame, out: str | Path) -> Path:
                [rows.nme.get(level, np.nan) for level in levels], width, label=model, color=colour,
                edgecolor="black", linewidth=0.4)
     ax.set_xticks(np.arange(len(levels)), [str(v) for v in levels])
-    ax.set_xlabel("demo difficulty level")
-    ax.set_ylabel("NME (% inter-ocular)")
-    ax.set_title("Each model vs the demo truth (points it defines)")
+    ax.set(xlabel="demo difficulty level", ylabel="NME (% inter-ocular)",
+           title="Each model vs the demo truth (points it defines)")
     ax.legend(fontsize=7, ncol=min(len(models), 4), loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return _save(fig, out)
 
@@ -126,9 +123,7 @@ def nmf_scatter(per_video: pd.DataFrame, out: str | Path) -> Path:
     ax.plot([0, top], [0, top], color="black", lw=0.8, ls="--", label="equal")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
-    ax.set_xlabel("NMF from scratch")
-    ax.set_ylabel("NMF with RwR")
-    ax.set_title("Flicker per video (below the line: RwR helps)")
+    ax.set(xlabel="NMF from scratch", ylabel="NMF with RwR", title="Flicker per video (below the line: RwR helps)")
     ax.legend(fontsize=8)
     return _save(fig, out)
 
@@ -140,8 +135,6 @@ def train_loss(history: pd.DataFrame, out: str | Path) -> Path:
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot()
     ax.plot(history.epoch, history.loss, marker="o" if len(history) < 30 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("LDEQ training loss")
+    ax.set(xlabel="epoch", ylabel="loss", title="LDEQ training loss")
     ax.grid(alpha=0.3)
     return _save(fig, out)
