@@ -4,20 +4,37 @@ One addition to the official layout: ``valid/<id>.npy`` (F,) bool marks the fram
 valid, model families agree on most points, no collapse). Invalid frames stay in ``bboxes``/``landmarks`` (NaN where
 nothing was measured) so frame ``k`` of every array is clip frame ``k``; readers must skip frames where ``valid`` is
 False.
+
+The split travels with the export, as the official release ships it: ``hard_video_IDs.txt`` and
+``easy_video_IDs.txt`` (one video id per line, the official lists' format), and ``split_uncertainty.csv`` with the
+uncertainty and its components that ranked each listed video (:func:`write_split`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
+import math
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.manifest import atomic_path
+from pipeline.manifest import atomic_path, read_table
 from pipeline.sources import safe_video_id
 
-__all__ = ["export_wflw_v", "load_wflw_v"]
+__all__ = ["export_wflw_v", "load_wflw_v", "write_split", "SPLIT_LISTS", "SPLIT_TABLE"]
+
+log = logging.getLogger(__name__)
+
+#: The split's list files, named as in the official WFLW-V release.
+SPLIT_LISTS = {"hard": "hard_video_IDs.txt", "easy": "easy_video_IDs.txt"}
+#: Beside the lists: why each video is where it is (one row per listed video).
+SPLIT_TABLE = "split_uncertainty.csv"
+_SPLIT_COLUMNS = ("video_id", "subset", "rank", "uncertainty", "disagreement", "instability", "confidence",
+                  "valid_share", "n_frames")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -62,3 +79,40 @@ def load_wflw_v(root: Path, video_id: str) -> tuple[np.ndarray, np.ndarray, np.n
     flags = root / "valid" / f"{video_id}.npy"
     valid = np.load(flags, allow_pickle=False) if flags.is_file() else np.ones(len(boxes), bool)
     return boxes, landmarks, valid
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def write_split(root: Path, scores: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Write the hard/easy lists and ``split_uncertainty.csv`` of the videos exported under ``root``.
+
+    ``scores`` is the score stage's manifest (its ``subset`` and ``rank`` chose the split). Each list holds the ids in
+    rank order (rank 1 = most uncertain), one per line like the official lists; a video of a subset whose export is
+    missing (annotate failed on it) is left out of the lists with a warning, so every listed id can be read.
+    Returns ``{"hard": ids, "easy": ids}``.
+    """
+    rows = sorted((r for r in read_table(scores, "scores").to_pylist() if r["subset"] in SPLIT_LISTS),
+                  key=lambda r: r["rank"])
+    listed = []
+    for r in rows:
+        vid = safe_video_id(r["video_id"])
+        if all((root / kind / f"{vid}.npy").is_file() for kind in ("bboxes", "landmarks")):
+            listed.append(r)
+        else:
+            log.warning("split: %s (%s) is not in the export %s: left out of the lists", vid, r["subset"], root)
+    split = {subset: [r["video_id"] for r in listed if r["subset"] == subset] for subset in SPLIT_LISTS}
+    for subset, name in SPLIT_LISTS.items():
+        with atomic_path(root / name) as tmp:
+            tmp.write_text("".join(f"{vid}\n" for vid in split[subset]))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(_SPLIT_COLUMNS)
+    writer.writerows([_cell(r[c]) for c in _SPLIT_COLUMNS] for r in listed)
+    with atomic_path(root / SPLIT_TABLE) as tmp:
+        tmp.write_text(text.getvalue())
+    return split
+

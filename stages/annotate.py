@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.annotations import video_annotations
 from pipeline.cli import run_stage, setup_logging, stage_parser
-from pipeline.export import export_wflw_v
+from pipeline.export import export_wflw_v, write_split
 from pipeline.manifest import read_table, rows_by_video, write_rows
 from pipeline.params import stage_params
 
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     write_rows(rows, "annotations", args.out)
     log.info("annotate: %d videos (%d frames, %d flagged invalid) written, %d failed; export in %s",
              len(subsets) - failed, len(rows), invalid, failed, export_dir)
+    split = write_split(export_dir, args.scores)  # the hard/easy lists beside the export, as the official release
+    log.info("annotate: split lists: %d hard, %d easy", len(split["hard"]), len(split["easy"]))
     return 0
 
 

@@ -4,12 +4,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.annotations import video_annotations
-from pipeline.export import export_wflw_v, load_wflw_v
+from pipeline.export import SPLIT_LISTS, SPLIT_TABLE, export_wflw_v, load_wflw_v, write_split
 from pipeline.landmarks.schemes import scheme_map, to_wflw98
 from pipeline.manifest import read_table, write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
 from pipeline.report import label_quality
 from pipeline.schemas import schema
+from pipeline.sources import read_id_lists
+from pipeline.uncertainty import select_subsets
 
 P = stage_params("score", PROJECT_PARAMS, n_hard=1)
 N = 5
@@ -98,6 +100,30 @@ def test_annotations_and_export_roundtrip_with_invalid_frames_kept(tmp_path):
         export_wflw_v(tmp_path / "out", "v", result["boxes"], result["points"], clip, result["valid"][:2])
 
 
+def test_split_lists_in_the_official_format_with_their_uncertainty(tmp_path):
+    """The export names its hard and easy videos like the official release (one id per line), in rank order, with
+    the uncertainty that chose them beside; a subset video whose export is missing is not listed."""
+    rows = [{"video_id": f"v{i}", "status": "ok", "uncertainty": 0.1 * i, "disagreement": 0.05 * i,
+             "instability": 0.01, "confidence": 0.9, "valid_share": 1.0, "n_frames": N} for i in range(6)]
+    rows.append({"video_id": "gone", "status": "unlabelable", "error": "1 of 5 frames valid"})
+    write_rows(select_subsets(rows, 2), "scores", tmp_path / "scores.parquet")  # hard v5, v4; easy v1, v0
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"clip")
+    export = tmp_path / "export"
+    for vid in ("v5", "v4", "v3", "v0"):  # v1 (easy) failed in annotate: nothing exported
+        export_wflw_v(export, vid, np.zeros((N, 4)), np.zeros((N, 98, 2)), clip)
+    assert write_split(export, tmp_path / "scores.parquet") == {"hard": ["v5", "v4"], "easy": ["v0"]}
+    assert (export / SPLIT_LISTS["hard"]).read_bytes() == b"v5\nv4\n"  # the official lists' layout
+    assert (export / SPLIT_LISTS["easy"]).read_bytes() == b"v0\n"
+    assert read_id_lists(export / SPLIT_LISTS["easy"], export / SPLIT_LISTS["hard"]) == {
+        "v5": "hard", "v4": "hard", "v0": "easy"}  # the reader of the official lists takes ours
+    table = pd.read_csv(export / SPLIT_TABLE)
+    assert table.video_id.tolist() == ["v5", "v4", "v0"] and table["rank"].tolist() == [1, 2, 6]
+    assert table.subset.tolist() == ["hard", "hard", "easy"]
+    assert table.uncertainty.tolist() == pytest.approx([0.5, 0.4, 0.0])
+    assert table.disagreement.tolist() == pytest.approx([0.25, 0.2, 0.0])
+
+
 def test_label_quality_per_level():
     gt = np.zeros((98, 2))
     gt[72] = [100, 0]
@@ -148,3 +174,5 @@ def test_score_and_annotate_stages_end_to_end(tmp_path):
     assert sorted(ann.video_id.unique()) == ["calm", "wild"] and len(ann) == 2 * N
     boxes, points, valid = load_wflw_v(tmp_path / "export", "wild")
     assert points.shape == (N, 98, 2) and valid.shape == (N,)
+    assert read_id_lists(tmp_path / "export" / SPLIT_LISTS["easy"], tmp_path / "export" / SPLIT_LISTS["hard"]) == {
+        "wild": "hard", "calm": "easy"}
