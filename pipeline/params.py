@@ -21,7 +21,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 __all__ = [
     "ParamsError", "ClusterParams", "DemoParams", "SourcesParams", "DownloadParams", "TrimParams", "FacesParams",
-    "LabelParams", "ScoreParams", "AnnotateParams", "TrainParams", "EvaluateParams", "ReportParams", "Params",
+    "LabelParams", "ModelsParams", "ScoreParams", "AnnotateParams", "TrainParams", "EvaluateParams", "ReportParams",
+    "Params",
     "PROJECT_PARAMS", "load", "load_params", "stage_params", "merge",
 ]
 
@@ -124,6 +125,10 @@ class LabelParams(_Block):
     models: StrTuple
 
 
+class ModelsParams(_Block):
+    mirror: str | None  # folder holding repository-published model files (<key>/<file>); relative to the project
+
+
 class ScoreParams(_Block):
     n_hard: NonNegInt
     min_families: PosInt
@@ -176,6 +181,7 @@ class Params(_Block):
     trim: TrimParams
     faces: FacesParams
     label: LabelParams
+    models: ModelsParams
     score: ScoreParams
     annotate: AnnotateParams
     train: TrainParams

@@ -1,33 +1,104 @@
 """Landmark models behind one adapter interface.
 
 Each adapter declares its native ``scheme``, its ``family`` (models of one family share errors, so they count as
-one vote), and its own crop convention. Mapping to WFLW-98 is scheme data (:mod:`pipeline.landmarks.schemes`), not
-adapter code. Adapters are built by name with :func:`create_landmark_model`; a model whose files are missing raises
-:class:`pipeline.models_store.ModelUnavailable` with a message saying how to get them.
+one vote), and its own crop rule: how it cuts its input from its *reference box* (the box it was trained on: dlib's
+HOG detector box, the landmarks' bounding box for Peppa, ...). Mapping to WFLW-98 is scheme data
+(:mod:`pipeline.landmarks.schemes`), not adapter code. Adapters are built by name with :func:`create_landmark_model`;
+a model whose files are missing raises :class:`pipeline.models_store.ModelUnavailable` with a message saying how to
+get them.
+
+Crop modes (``crop``): ``given`` feeds the box as it comes (what the faces stage's follower and the demo reference
+use); ``measured`` first maps the tracked face box to the model's reference box; ``refined`` adds a second pass
+that re-derives the reference box from the first pass's own landmarks, with the crop turned upright along their eye
+line, as landmark trackers do. The two box relations of each model are measured data in ``conventions.json``
+(:data:`CONVENTIONS_FILE`, written by ``benchmarks/crop_conventions.py``).
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
 
 from pipeline.models_store import model_path
 
-__all__ = ["LandmarkModel", "DlibERT68", "MediaPipeFaceMesh", "MediaPipeFaceMeshV1", "FaceApi68", "FaceApi68Tiny",
-           "InsightFace2d106", "LANDMARK_MODELS",
-           "create_landmark_model"]
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["constant_folding_session", "LandmarkModel", "DlibERT68", "MediaPipeFaceMesh", "MediaPipeFaceMeshV1",
+           "FaceApi68", "FaceApi68Tiny", "PeppaSlim160", "InsightFace2d106", "LANDMARK_MODELS", "BoxMap",
+           "CropConvention", "CropMode", "CROP_MODES", "CONVENTIONS_FILE", "load_conventions", "create_landmark_model"]
+
+#: Measured box relations per model (see :class:`CropConvention`).
+CONVENTIONS_FILE = Path(__file__).resolve().parent / "conventions.json"
+CropMode = Literal["given", "measured", "refined"]
+CROP_MODES: tuple[CropMode, ...] = ("given", "measured", "refined")
+
+
+@dataclass(frozen=True)
+class BoxMap:
+    """A box from another ``(x1, y1, x2, y2)``: the centre moves by ``(dx, dy)`` × the source's width and height,
+    the sides scale by ``(sw, sh)``."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    sw: float = 1.0
+    sh: float = 1.0
+
+    def __call__(self, box: np.ndarray) -> np.ndarray:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = x2 - x1, y2 - y1
+        cx, cy = (x1 + x2) / 2 + self.dx * w, (y1 + y2) / 2 + self.dy * h
+        hw, hh = self.sw * w / 2, self.sh * h / 2
+        return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)
+
+
+@dataclass(frozen=True)
+class CropConvention:
+    """How one model's reference box relates to the tracked face box and to its own landmarks.
+
+    Attributes:
+        from_track: tracked face box → reference box (fitted where both exist).
+        from_points: bounding box of the model's own landmarks, in the frame turned upright along their eye line →
+            reference box (the model's landmark→box relation, for the second pass).
+        label_crop: the crop mode the label stage uses for this model.
+    """
+
+    from_track: BoxMap = BoxMap()
+    from_points: BoxMap = BoxMap()
+    label_crop: CropMode = "given"
+
+
+@cache
+def load_conventions(path: Path = CONVENTIONS_FILE) -> dict[str, CropConvention]:
+    """The measured conventions by model name (``{}`` when the file does not exist yet)."""
+    if not Path(path).is_file():
+        return {}
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    out = {}
+    for name, entry in data["models"].items():
+        mode = entry["label_crop"]
+        if mode not in CROP_MODES:
+            raise ValueError(f"{path}: models.{name}.label_crop: {mode!r} is not one of {CROP_MODES}")
+        out[name] = CropConvention(BoxMap(**entry["from_track"]), BoxMap(**entry["from_points"]), mode)
+    return out
 
 
 class LandmarkModel(ABC):
     """Predicts one face's landmarks from an RGB frame and a face box ``(x1, y1, x2, y2)``.
 
-    Models are trained on upright faces, so :meth:`predict` runs twice when the first pass finds the eye line
-    tilted by more than ``min_roll_deg``: the frame is rotated upright about the box centre, predicted again, and
-    the points are rotated back (MediaPipe's own pipeline rotates its ROI the same way).
+    Models are trained on upright faces. In crop modes ``given`` and ``measured``, :meth:`predict` runs twice when
+    the first pass finds the eye line tilted by more than ``min_roll_deg``: the frame is rotated upright about the
+    box centre, predicted again, and the points are rotated back (MediaPipe's own pipeline rotates its ROI the same
+    way). In mode ``refined`` the second pass always runs, from the box the first pass's landmarks give
+    (``convention.from_points``), turned upright along their eye line.
     """
 
     name: str
@@ -36,18 +107,43 @@ class LandmarkModel(ABC):
     version: str
     eyes: tuple[tuple[int, ...], tuple[int, ...]]  # native indices of the image-left and image-right eye
     min_roll_deg = 5.0
+    crop: CropMode = "given"
+    convention: CropConvention = CropConvention()
 
     @abstractmethod
     def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """One pass: native points ``(K, 2)`` in frame pixels and a confidence (None if the model has none)."""
+        """One pass from reference box ``box``: native points ``(K, 2)`` in frame pixels and a confidence (None if
+        the model has none)."""
 
     def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """Native points ``(K, 2)`` in frame pixels and a confidence, with roll correction."""
-        points, confidence = self._predict(rgb, box)
+        """Native points ``(K, 2)`` in frame pixels and a confidence, from the tracked face box ``box``."""
+        if self.crop == "given":
+            return self._predict_upright(rgb, box)
+        reference = self.convention.from_track(box)
+        if self.crop == "measured":
+            return self._predict_upright(rgb, reference)
+        points, confidence = self._predict(rgb, reference)
+        if not np.isfinite(points).all():
+            return points, confidence
+        roll = self._roll(points)
+        return self._predict_rolled(rgb, self._box_from_points(points, roll), roll)
+
+    def _roll(self, points: np.ndarray) -> float:
+        """Eye-line angle (degrees, image y down) of native points."""
         left, right = points[list(self.eyes[0])].mean(axis=0), points[list(self.eyes[1])].mean(axis=0)
-        roll = float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+        return float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+
+    def _predict_upright(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        points, confidence = self._predict(rgb, box)
+        roll = self._roll(points)
         if abs(roll) < self.min_roll_deg:
             return points, confidence
+        return self._predict_rolled(rgb, box, roll)
+
+    def _predict_rolled(self, rgb: np.ndarray, box: np.ndarray, roll: float) -> tuple[np.ndarray, float | None]:
+        """One pass on the frame turned by ``roll`` degrees about the box centre (the box upright in it)."""
+        if roll == 0.0:
+            return self._predict(rgb, box)
         centre = (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2)
         upright = cv2.getRotationMatrix2D(centre, roll, 1.0)
         rotated = cv2.warpAffine(rgb, upright, (rgb.shape[1], rgb.shape[0]), flags=cv2.INTER_LINEAR,
@@ -55,6 +151,18 @@ class LandmarkModel(ABC):
         points, confidence = self._predict(rotated, box)
         back = cv2.invertAffineTransform(upright)
         return (points @ back[:, :2].T + back[:, 2]).astype(np.float32), confidence
+
+    def _box_from_points(self, points: np.ndarray, roll: float) -> np.ndarray:
+        """The reference box from landmarks: their bounding box in the frame turned upright by ``roll`` about their
+        centre, mapped by ``convention.from_points``; its centre is put back in the frame (its sides stay upright)."""
+        centre = points.mean(axis=0)
+        upright = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), roll, 1.0)
+        turned = points @ upright[:, :2].T + upright[:, 2]
+        box = self.convention.from_points(np.r_[turned.min(axis=0), turned.max(axis=0)])
+        mid = (box[:2] + box[2:]) / 2
+        back = cv2.invertAffineTransform(upright)
+        shift = mid @ back[:, :2].T + back[:, 2] - mid
+        return (box + np.r_[shift, shift]).astype(np.float32)
 
 
 class DlibERT68(LandmarkModel):
@@ -167,6 +275,68 @@ class FaceApi68Tiny(FaceApi68):
     weights_key = "faceapi_68_tiny"
 
 
+def constant_folding_session(path: Path, threads: int = 1) -> onnxruntime.InferenceSession:
+    """An onnxruntime session of the ONNX file at ``path`` whose initialisers are not also graph inputs.
+
+    Older PyTorch exports list every weight as a graph input too; onnxruntime must then treat weights as inputs that
+    a caller could override, so it cannot fold the batch norms into the convolutions (Peppa's slim_160: about 4×
+    slower). The graph is fixed in memory; the file on disk keeps its published checksum.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    graph_model = onnx.load(str(path))
+    weights = {t.name for t in graph_model.graph.initializer}
+    inputs = [i for i in graph_model.graph.input if i.name not in weights]
+    del graph_model.graph.input[:]
+    graph_model.graph.input.extend(inputs)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    options.log_severity_level = 3  # unused batch-norm counters in the export; their warnings are noise
+    return ort.InferenceSession(graph_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+class PeppaSlim160(LandmarkModel):
+    """The Peppa ``slim_160`` 68-point CNN (ainrichman/Peppa-Facial-Landmark-PyTorch, Apache-2.0; iBUG order).
+
+    Reference box: the bounding box of the face's 68 landmarks (its training set's rule). Crop rule, from its
+    training code (``datasets/landmark.py``): centred on that box, 1.4 × its width by 1.6 × its height, padded with
+    grey 127, resized to 160×160; input BGR, ``(x − 127) / 127``, NCHW. Output: the first 136 values are (x, y)
+    fractions of the crop (then 3 head-pose angles and 4 eye/mouth states, unused). Checked on the demo stills:
+    BGR and this crop give the lowest error against the demo reference (``benchmarks/crop_conventions.py``).
+    No confidence output.
+    """
+
+    name, family, scheme = "peppa_slim_160", "peppa_cnn", "ibug68"
+    version = "ainrichman/Peppa-Facial-Landmark-PyTorch@2380633/slim_160_latest"
+    model_key = "peppa_slim_160"
+    eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
+    input_size = 160
+    crop_scale = (1.4, 1.6)  # × the landmarks' bounding box (width, height)
+    pad_value = 127
+
+    def __init__(self) -> None:
+        self._session = constant_folding_session(model_path(self.model_key))
+        self._input = self._session.get_inputs()[0].name
+
+    def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        crop_w = max(int(self.crop_scale[0] * (x2 - x1)), 8)
+        crop_h = max(int(self.crop_scale[1] * (y2 - y1)), 8)
+        left, top = (x1 + x2) / 2 - crop_w / 2, (y1 + y2) / 2 - crop_h / 2
+        # cut at full resolution (crop pixel j = frame pixel left + j), then area-resize: large faces do not alias
+        shift = np.array([[1.0, 0.0, -left], [0.0, 1.0, -top]])
+        crop = cv2.warpAffine(rgb, shift, (crop_w, crop_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=(self.pad_value,) * 3)
+        size = self.input_size
+        interp = cv2.INTER_AREA if crop_w > size or crop_h > size else cv2.INTER_LINEAR
+        crop = cv2.resize(crop, (size, size), interpolation=interp)
+        blob = (crop[:, :, ::-1].astype(np.float32) - 127.0) / 127.0  # RGB → BGR, as its training read images
+        out = self._session.run(None, {self._input: np.ascontiguousarray(blob.transpose(2, 0, 1))[None]})[0]
+        fractions = np.asarray(out, np.float64).reshape(-1)[:136].reshape(68, 2)
+        return (fractions * [crop_w, crop_h] + [left, top]).astype(np.float32), None
+
+
 class InsightFace2d106(LandmarkModel):
     """insightface's 2d106det (from a local model pack: ``$INSIGHTFACE_HOME/models/<pack>/2d106det.onnx``).
 
@@ -211,13 +381,20 @@ LANDMARK_MODELS: dict[str, Callable[[], LandmarkModel]] = {
     "mediapipe_mesh_v1": MediaPipeFaceMeshV1,
     "faceapi_68": FaceApi68,
     "faceapi_68_tiny": FaceApi68Tiny,
+    "peppa_slim_160": PeppaSlim160,
 }
 
 
-def create_landmark_model(name: str) -> LandmarkModel:
-    """Build the adapter registered under ``name``."""
+def create_landmark_model(name: str, crop: CropMode | None = "given") -> LandmarkModel:
+    """Build the adapter registered under ``name`` in crop mode ``crop`` (None: the mode ``conventions.json`` gives
+    the label stage for it; ``given`` for a model it does not list)."""
     try:
         factory = LANDMARK_MODELS[name]
     except KeyError:
         raise KeyError(f"unknown landmark model {name!r}; known: {sorted(LANDMARK_MODELS)}") from None
-    return factory()
+    model = factory()
+    if crop != "given":
+        convention = load_conventions().get(name, CropConvention())
+        model.convention = convention
+        model.crop = convention.label_crop if crop is None else crop
+    return model

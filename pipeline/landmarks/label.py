@@ -22,7 +22,7 @@ import numpy as np
 
 from ldeq.wflw import INTEROCULAR
 from pipeline.cluster import worker_cached
-from pipeline.landmarks.adapters import LandmarkModel, create_landmark_model
+from pipeline.landmarks.adapters import CropMode, LandmarkModel, create_landmark_model
 from pipeline.landmarks.fivepoint import FIVE_POINT_MODELS, create_five_point_model
 from pipeline.landmarks.schemes import scheme_map
 from pipeline.models_store import MODEL_FILES, ModelUnavailable
@@ -38,11 +38,12 @@ CONTEXT = 2.2
 MIN_ROLL_DEG = 5.0
 
 
-def create_model(name: str) -> LandmarkModel:
-    """Build landmark model ``name``: a registered landmark adapter or a face detector's 5 points (``*_5``)."""
+def create_model(name: str, crop: CropMode | None = None) -> LandmarkModel:
+    """Build landmark model ``name``: a registered landmark adapter or a face detector's 5 points (``*_5``, which
+    find their own box: no crop mode). ``crop`` None: the crop mode ``conventions.json`` gives the label stage."""
     if name in FIVE_POINT_MODELS:
         return create_five_point_model(name)
-    return create_landmark_model(name)
+    return create_landmark_model(name, crop)
 
 
 def model_licence(model: LandmarkModel) -> str | None:
@@ -54,12 +55,17 @@ def model_licence(model: LandmarkModel) -> str | None:
     return None
 
 
+def _cache_key(name: str, crop: CropMode | None) -> str:
+    # never the faces stage's key ("landmarks:<name>", crop mode "given"): a dask worker may run both stages
+    return f"landmarks:{name}:{crop or 'label'}"
+
+
 def available_models(names: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str, str]]:
     """Split model names into those that load here and ``{name: reason}`` for those that do not."""
     ok, missing = [], {}
     for name in names:
         try:
-            worker_cached(f"landmarks:{name}", partial(create_model, name))
+            worker_cached(_cache_key(name, None), partial(create_model, name))
             ok.append(name)
         except (ModelUnavailable, KeyError, ImportError) as err:
             missing[name] = str(err)
@@ -103,13 +109,14 @@ def _roll_of(wflw: np.ndarray) -> float:
 
 def label_video(video_id: str, clip_path: str | Path, boxes: list[list[float]] | np.ndarray, models: list[str],
                 valid: list[bool] | np.ndarray | None = None,
-                rolls: list[float | None] | np.ndarray | None = None) -> dict[str, Any]:
+                rolls: list[float | None] | np.ndarray | None = None, crop: CropMode | None = None) -> dict[str, Any]:
     """Return ``{"status": video_status row, "rows": landmarks rows}``; never raises for a bad video.
 
     ``boxes[k]`` is the main-face box of clip frame ``k``; models run only where ``valid[k]`` (default: where the box
     is finite). ``rolls[k]`` (degrees, NaN/None unknown) is the faces stage's head roll, used to cut the canvas
     upright; where it is unknown the previous labelled frame's roll is used. A model that finds no face in a frame
-    (a detector missing it) gives no row there.
+    (a detector missing it) gives no row there. ``crop`` overrides every model's crop mode (benchmarks compare
+    them); None uses the modes stored in ``conventions.json``.
     """
     started = time.monotonic()
     status: dict[str, Any] = {"stage": "label", "video_id": video_id}
@@ -121,7 +128,7 @@ def label_video(video_id: str, clip_path: str | Path, boxes: list[list[float]] |
         use &= np.asarray(valid, bool)
     hint = np.full(n, np.nan) if rolls is None else np.array([np.nan if r is None else r for r in rolls], float)
     try:
-        adapters = [worker_cached(f"landmarks:{m}", partial(create_model, m)) for m in models]
+        adapters = [worker_cached(_cache_key(m, crop), partial(create_model, m, crop)) for m in models]
         maps = [scheme_map(a.scheme) for a in adapters]
         meta = [{"model": a.name, "family": a.family, "scheme": a.scheme, "licence": model_licence(a)}
                 for a in adapters]
