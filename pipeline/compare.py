@@ -5,7 +5,7 @@ model kernels may differ between CPUs.
 
 Non-float columns (ids, frames, statuses, subsets, flags) must be equal. Float columns may differ by at most
 :data:`TOLERANCE` (pixels for boxes and points, the column's own unit otherwise). Exit status 0 when every manifest
-agrees, 1 otherwise; one line per manifest.
+agrees, 1 otherwise; one line per manifest. A missing folder or one without manifests is one line and status 2.
 """
 
 from __future__ import annotations
@@ -72,31 +72,47 @@ def compare_tables(name: str, a: pa.Table, b: pa.Table, tolerance: float = TOLER
 
 
 def compare_dirs(a: Path, b: Path, tolerance: float = TOLERANCE) -> list[Comparison]:
-    """Compare every ``*.parquet`` manifest present in folder ``a`` with its namesake in ``b``."""
+    """Compare every ``*.parquet`` manifest of folder ``a`` with its namesake in ``b`` (one only in ``b`` is a
+    difference too). A folder that is missing or holds no manifest is a one-line ``ValueError``."""
+    for folder in (a, b):
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: no such folder")
+        if not any(folder.glob("*.parquet")):
+            raise ValueError(f"{folder}: no manifest (*.parquet) in this folder")
     out = []
-    for path in sorted(a.glob("*.parquet")):
-        other = b / path.name
-        if not other.is_file():
-            out.append(Comparison(path.name, "different", float("nan"), f"missing in {b}"))
-        elif path.read_bytes() == other.read_bytes():
-            out.append(Comparison(path.name, "identical", 0.0))
+    for name in sorted({p.name for p in a.glob("*.parquet")} | {p.name for p in b.glob("*.parquet")}):
+        mine, other = a / name, b / name
+        if not mine.is_file() or not other.is_file():
+            out.append(Comparison(name, "different", float("nan"), f"missing in {b if mine.is_file() else a}"))
+        elif mine.read_bytes() == other.read_bytes():
+            out.append(Comparison(name, "identical", 0.0))
         else:
-            out.append(compare_tables(path.name, pq.read_table(path), pq.read_table(other), tolerance))
+            try:
+                tables = pq.read_table(mine), pq.read_table(other)
+            except (OSError, pa.ArrowException) as err:
+                raise ValueError(f"{name}: not a readable Parquet manifest: {str(err).splitlines()[0]}") from None
+            out.append(compare_tables(name, *tables, tolerance))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", type=Path)
-    parser.add_argument("b", type=Path)
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path, help="one run's manifests folder")
+    parser.add_argument("b", type=Path, help="the other run's manifests folder")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help=f"largest float difference accepted (default {TOLERANCE})")
     args = parser.parse_args(argv)
-    results = compare_dirs(args.a, args.b, args.tolerance)
+    try:
+        if not args.tolerance >= 0:
+            raise ValueError(f"--tolerance {args.tolerance}: must be a number >= 0")
+        results = compare_dirs(args.a, args.b, args.tolerance)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for r in results:
         reason = f": {r.reason}" if r.reason else ""
         print(f"{r.name}: {r.verdict} (max float difference {r.max_float_diff:.3g}){reason}")
     return 0 if all(r.verdict != "different" for r in results) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

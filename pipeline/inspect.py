@@ -2,15 +2,22 @@
 
 * ``summary``: the run in a few lines (videos per status, subsets, label quality, LDEQ with and without RwR, where
   the report is); with manifest paths, each manifest's row counts by status, subset, model, licence and the like.
-* ``render VIDEO_ID``: one video drawn with its box, every model's points, the consensus, validity and uncertainty.
-* ``why VIDEO_ID``: one video's status per stage, its scores, and why it is (or is not) hard.
+* ``render VIDEO_ID``: one video (or a frame range, ``--frames 10-40``) drawn with its box, every model's points,
+  the consensus, validity and uncertainty.
+* ``why VIDEO_ID``: one video's state per stage, its scores, and why it is (or is not) hard.
+
+A mistyped id, path or option is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import shutil
 import sys
+import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -22,7 +29,7 @@ from pipeline.render import RENDER_SUFFIXES, frame_uncertainty, load_overlay, re
 from pipeline.report import STAGE_MANIFESTS, ReportInputs, run_summary, summary_lines
 from pipeline.uncertainty import COMPONENTS
 
-__all__ = ["main", "manifest_summary", "explain_video"]
+__all__ = ["main", "manifest_summary", "explain_video", "parse_frames"]
 
 #: Columns whose value counts say something about a manifest (the first that exist are shown).
 COUNT_COLUMNS = ("stage", "status", "subset", "official_subset", "model", "family", "licence", "license",
@@ -52,37 +59,88 @@ def manifest_summary(path: Path, top: int = 12) -> list[str]:
     return lines
 
 
-def _stage_statuses(video_id: str, manifests: Path) -> list[str]:
-    kinds = {"downloads": "downloads", "clips": "clips", "faces_status": "video_status",
-             "label_status": "video_status", "scores": "scores"}
-    out = []
+_STAGE_KINDS = {"downloads": "downloads", "clips": "clips", "faces_status": "video_status",
+                "label_status": "video_status", "scores": "scores"}
+
+
+def _stage_rows(video_id: str, manifests: Path) -> list[tuple[str, dict | None]]:
+    """``(stage, row)`` per stage in chain order; the row is ``{}`` when the video is not in that stage's manifest and
+    ``None`` when the manifest does not exist."""
+    out: list[tuple[str, dict | None]] = []
     for stage, stem in STAGE_MANIFESTS:
-        rows = read_video_rows(manifests / f"{stem}.parquet", kinds[stem], video_id, ["video_id", "status", "error"])
-        if rows is None:
-            out.append(f"{stage}: (no manifest)")
-        elif len(rows) == 0:
-            out.append(f"{stage}: (not in manifest)")
-        else:
-            row = rows.to_pylist()[0]
-            out.append(f"{stage}: {row['status']}" + (f" ({row['error']})" if row["status"] != "ok" else ""))
+        rows = read_video_rows(manifests / f"{stem}.parquet", _STAGE_KINDS[stem], video_id,
+                               ["video_id", "status", "error"])
+        out.append((stage, None if rows is None else (rows.to_pylist() or [{}])[0]))
     return out
 
 
+def _unknown_video(video_id: str, manifests: Path, stages: list[tuple[str, dict | None]]) -> ManifestError:
+    """The one-line error for an id no stage manifest knows, with the closest known ids as a suggestion."""
+    if all(row is None for _, row in stages):
+        return ManifestError(f"{manifests}: no stage manifest (downloads, clips, ... scores) found; run `dvc repro`")
+    known: set[str] = set()
+    for _, stem in STAGE_MANIFESTS:
+        path = manifests / f"{stem}.parquet"
+        if path.is_file():
+            known.update(str(v) for v in pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist())
+    close = difflib.get_close_matches(video_id, sorted(known), n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else f" ({len(known)} videos known)"
+    return ManifestError(f"{manifests}: no video {video_id!r} in any stage manifest{hint}")
+
+
+def _root_failure(stages: list[tuple[str, dict | None]]) -> tuple[str, str] | None:
+    """``(stage, status)`` of the first stage that failed by itself (neither ok nor skipped), if any."""
+    for stage, row in stages:
+        if row and row.get("status") not in ("ok", "skipped"):
+            return stage, str(row["status"])
+    return None
+
+
+def _stage_lines(stages: list[tuple[str, dict | None]]) -> list[str]:
+    """One line per stage with its real state; a skip caused by a failure listed above names that failure instead of
+    repeating its message (each downstream stage nests the upstream error once more)."""
+    lines = []
+    for i, (stage, row) in enumerate(stages):
+        if row is None:
+            state = "(no manifest: stage not run)"
+        elif not row:
+            state = "(not in its manifest: written before this video was listed?)"
+        elif row["status"] == "ok":
+            state = "ok"
+        else:
+            cause = _root_failure(stages[:i]) if row["status"] == "skipped" else None
+            state = (f"skipped after {cause[0]} {cause[1]} (above)" if cause
+                     else f"{row['status']}: {row['error']}" if row.get("error") else str(row["status"]))
+        lines.append(f"  {stage:<9} {state}")
+    return lines
+
+
 def explain_video(video_id: str, manifests: Path, params: ScoreParams) -> list[str]:
-    """Lines on one video: status per stage, rank and subset against the thresholds, the score's components against
-    the scored videos' medians (the largest excess is why it ranks where it does), validity, worst frames."""
-    lines = [video_id, "  " + " | ".join(_stage_statuses(video_id, manifests))]
+    """Lines on one video: state per stage, rank and subset against the thresholds, the score's components against
+    the scored videos' medians (the largest excess is why it ranks where it does), validity, worst frames.
+
+    Raises :class:`ManifestError` (one line) when no stage manifest knows ``video_id``.
+    """
+    stages = _stage_rows(video_id, manifests)
+    if not any(row for _, row in stages):
+        raise _unknown_video(video_id, manifests, stages)
+    lines = [video_id, *_stage_lines(stages)]
     path = manifests / "scores.parquet"
     if not path.is_file():
         return lines + [f"  no scores: {path} is missing (run the score stage)"]
     scores = pd.read_parquet(path)
     mine = scores[scores.video_id == video_id]
     if mine.empty:
-        return lines + ["  not scored (an earlier stage failed: see above)"]
+        return lines + [f"  not scored: no row in {path} (rerun the score stage)"]
     row = mine.iloc[0].to_dict()
     ok = scores[scores.status == "ok"]
     if row["status"] != "ok":
-        return lines + [f"  not ranked: {row['status']}: {row['error']}"]
+        cause = _root_failure(stages)
+        why = f"{cause[0]} {cause[1]}" if cause else str(row["status"])
+        lines.append(f"  not ranked: only videos scored ok are ranked ({why}, above)")
+        if row.get("frame_valid") is None:
+            return lines
+        return lines + [_valid_line(np.asarray(row["frame_valid"], bool))]
     hard, easy = ok[ok.subset == "hard"], ok[ok.subset == "easy"]
     subset = row["subset"] if isinstance(row["subset"], str) else "in between (neither hard nor easy)"
     rules = []
@@ -108,16 +166,20 @@ def explain_video(video_id: str, manifests: Path, params: ScoreParams) -> list[s
         verdict = (f"mostly {label.get(driver, driver)} ({excess[driver]:+.4f} over the median)"
                    if excess[driver] > 0 else "every component at or below the median")
         lines.append(f"  scored videos' medians: {compared} -> {verdict}")
-    valid = np.asarray(row["frame_valid"], bool)
-    bad = np.flatnonzero(~valid)
-    lines.append(f"  valid frames: {int(valid.sum())} of {len(valid)} ({valid.mean():.0%})"
-                 + (f"; invalid: {_ranges(bad)}" if bad.size else ""))
+    lines.append(_valid_line(np.asarray(row["frame_valid"], bool)))
     u = frame_uncertainty(row, params)
     scored = np.flatnonzero(np.isfinite(u))
     worst = scored[np.argsort(-u[scored], kind="stable")][:5]
     if worst.size:
         lines.append("  most uncertain frames: " + ", ".join(f"{k} ({u[k]:.3f})" for k in worst))
     return lines
+
+
+def _valid_line(valid: np.ndarray) -> str:
+    bad = np.flatnonzero(~valid)
+    share = f" ({valid.mean():.0%})" if valid.size else ""
+    return f"  valid frames: {int(valid.sum())} of {len(valid)}{share}" + (f"; invalid: {_ranges(bad)}" if bad.size
+                                                                          else "")
 
 
 def _ranges(frames: np.ndarray) -> str:
@@ -132,9 +194,49 @@ def _ranges(frames: np.ndarray) -> str:
     return ", ".join(runs)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that answers a usage mistake with one line (and exit status 2) like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_frames(spec: str, n_frames: int) -> list[int]:
+    """``"10-40,55"`` → the clip frames 10..40 and 55 (0-based, inclusive ranges, as ``why`` prints them), checked
+    against the clip's ``n_frames``; a malformed or out-of-range spec is a one-line ``ValueError``."""
+    frames: set[int] = set()
+    for part in spec.replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"--frames {spec}: {part!r} is not a frame (N) or an inclusive range (N-M) of frames >= 0")
+        a, b = int(first), int(last or first)
+        if a > b:
+            raise ValueError(f"--frames {spec}: range {part} runs backwards")
+        if b >= n_frames:
+            raise ValueError(f"--frames {spec}: frame {b} is past the clip's last frame {n_frames - 1}")
+        frames.update(range(a, b + 1))
+    return sorted(frames)
+
+
+def _wrap(lines: list[str], width: int) -> list[str]:
+    """Each line folded to ``width`` columns (0: as is), continuation lines indented under the stage column."""
+    if width <= 0:
+        return lines
+    return [folded for line in lines for folded in
+            textwrap.wrap(line, width, subsequent_indent=" " * 12, break_long_words=False, break_on_hyphens=False)
+            or [""]]
+
+
+def _existing_dir(path: Path, option: str) -> Path:
+    if not path.is_dir():
+        raise ValueError(f"{option} {path}: no such folder")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m pipeline.inspect", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     summary = sub.add_parser("summary", help="the run in a few lines, or a summary of given manifest files",
                              description="Without MANIFEST: the run in a few lines (what `make demo` ends with). "
@@ -148,17 +250,23 @@ def main(argv: list[str] | None = None) -> int:
                             description="Render one video: main-face box, every model's points (one colour per "
                                         "family), consensus, validity and per-frame uncertainty.")
     render.add_argument("video_id")
-    render.add_argument("--out", type=Path, help="output file, .mp4 | .webp | .gif (default: renders/<id>.mp4)")
+    render.add_argument("--out", type=Path, help="output file, .mp4 | .webp | .gif "
+                                                 "(default: renders/<id>.mp4, renders/<id>_<frames>.mp4 with --frames)")
     render.add_argument("--max-side", type=int, default=640, help="longer side of a frame in px (default 640)")
+    render.add_argument("--frames", help="clip frames to draw, e.g. 10-40 or 0-9,55 (0-based, inclusive; "
+                                         "default: every frame)")
     why = sub.add_parser("why", help="one video's scores and why it is (not) hard",
-                         description="One video's status per stage, rank and subset, score components against the "
+                         description="One video's state per stage, rank and subset, score components against the "
                                      "scored videos' medians, invalid frames and most uncertain frames.")
     why.add_argument("video_id")
+    why.add_argument("--width", type=int, help="fold lines to this many columns, 0 = never (default: the "
+                                               "terminal's width when printing to one, else 0)")
     for p in (render, why):
         p.add_argument("--manifests", type=Path, default=Path("manifests"))
         p.add_argument("--params", type=Path, default=Path("params.yaml"), help="for score.weights")
     args = parser.parse_args(argv)
     try:
+        _existing_dir(args.manifests, "--manifests")
         if args.cmd == "summary":
             if args.manifest:
                 for path in args.manifest:
@@ -167,13 +275,22 @@ def main(argv: list[str] | None = None) -> int:
                 inputs = ReportInputs(args.manifests, args.metrics, Path("plots"), args.demo_truth)
                 print("\n".join(summary_lines(run_summary(inputs), args.report)))
         elif args.cmd == "render":
-            out = args.out or Path("renders") / f"{args.video_id}.mp4"
+            if args.max_side <= 0:
+                raise ValueError(f"--max-side {args.max_side}: must be a positive number of pixels")
+            tag = "_" + "_".join(args.frames.replace(" ", "").split(",")) if args.frames else ""
+            out = args.out or Path("renders") / f"{args.video_id}{tag}.mp4"
             if out.suffix.lower() not in RENDER_SUFFIXES:
                 raise ValueError(f"--out {out}: use one of {', '.join(RENDER_SUFFIXES)}")
             overlay = load_overlay(args.video_id, args.manifests, stage_params("score", args.params))
-            print(render_video(overlay, out, args.max_side))
+            frames = parse_frames(args.frames, overlay.n_frames) if args.frames else None
+            print(render_video(overlay, out, args.max_side, frames))
         else:
-            print("\n".join(explain_video(args.video_id, args.manifests, stage_params("score", args.params))))
+            if args.width is not None and args.width < 0:
+                raise ValueError(f"--width {args.width}: must be 0 (no folding) or a number of columns")
+            width = args.width if args.width is not None else (
+                shutil.get_terminal_size().columns if sys.stdout.isatty() else 0)
+            lines = explain_video(args.video_id, args.manifests, stage_params("score", args.params))
+            print("\n".join(_wrap(lines, width)))
     except (ManifestError, ParamsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -252,20 +252,28 @@ def _timeline(strip: np.ndarray, ov: Overlay, k: int, rect: tuple[int, int, int,
     cv2.line(strip, (cx, y0 - 1), (cx, y1 + 1), (255, 255, 255), 1)
 
 
-def render_video(ov: Overlay, out: str | Path, max_side: int = 480) -> Path:
-    """Write ``ov`` drawn on every clip frame to ``out``: ``.mp4`` (H.264), ``.webp`` or ``.gif`` (animated).
+def render_video(ov: Overlay, out: str | Path, max_side: int = 480, frames: Sequence[int] | None = None) -> Path:
+    """Write ``ov`` drawn on its clip frames (every one, or ``frames``) to ``out``: ``.mp4`` (H.264), ``.webp`` or
+    ``.gif`` (animated).
 
-    Frames are scaled so that their longer side is at most ``max_side`` px. The file appears atomically.
+    Frames are scaled so that their longer side is at most ``max_side`` px (> 0). The file appears atomically.
     """
     out = Path(out)
     if out.suffix.lower() not in RENDER_SUFFIXES:
         raise ValueError(f"{out}: unsupported render format {out.suffix!r}; use one of {list(RENDER_SUFFIXES)}")
+    if max_side <= 0:
+        raise ValueError(f"{out}: max_side {max_side} px: must be positive")
+    wanted = set(range(ov.n_frames)) if frames is None else set(frames)
+    if not wanted or min(wanted) < 0 or max(wanted) >= ov.n_frames:
+        raise ValueError(f"{out}: frames must be a non-empty subset of 0..{ov.n_frames - 1}")
     drawn: list[np.ndarray] = []
     writer: VideoWriter | None = None
     if out.suffix.lower() == ".mp4":
         writer = VideoWriter(out, fps=ov.fps, crf=23, preset="veryfast").__enter__()
     try:
-        for frame in iter_frames(ov.clip, 0, ov.n_frames):
+        for frame in iter_frames(ov.clip, min(wanted), max(wanted) + 1):
+            if frame.index not in wanted:
+                continue
             h, w = frame.rgb.shape[:2]
             img = draw_frame(frame.rgb, ov, frame.index, min(1.0, max_side / max(h, w)))
             img = img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]  # even sides for yuv420p

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from pipeline.cli import skipped_row
 from pipeline.inspect import main
 from pipeline.manifest import write_json, write_rows
 from pipeline.uncertainty import select_subsets
@@ -112,7 +113,8 @@ def test_why_names_the_rank_the_threshold_and_the_driver(run, capsys):
     _, out, _ = cli(capsys, "why", "vid3", "--manifests", str(run / "manifests"))
     assert "scored -> in between" in out
     _, out, _ = cli(capsys, "why", "broken", "--manifests", str(run / "manifests"))
-    assert "label: model_error (no model)" in out and "not ranked: skipped" in out
+    assert "  label     model_error: no model" in out and "  score     skipped after label model_error (above)" in out
+    assert "not ranked: only videos scored ok are ranked (label model_error, above)" in out
 
 
 def test_render_one_video_and_one_line_errors(run, capsys):
@@ -128,3 +130,71 @@ def test_render_one_video_and_one_line_errors(run, capsys):
     assert code == 2 and err.count("\n") == 1 and "x.avi" in err
     code, _, err = cli(capsys, "summary", str(run / "missing.parquet"))
     assert code == 2 and err == f"error: {run / 'missing.parquet'}: manifest not found\n"
+
+
+def test_why_unknown_id_is_one_line_with_the_closest_ids(run, capsys):
+    m = run / "manifests"
+    code, out, err = cli(capsys, "why", "nope", "--manifests", str(m))
+    assert code == 2 and out == "" and err == f"error: {m}: no video 'nope' in any stage manifest (7 videos known)\n"
+    code, _, err = cli(capsys, "why", "vid_0", "--manifests", str(m))  # a mistyped id: the near ones are named
+    assert code == 2 and err.count("\n") == 1 and "no video 'vid_0' in any stage manifest (did you mean 'vid0', " in err
+    (run / "empty").mkdir()
+    code, _, err = cli(capsys, "why", "vid0", "--manifests", str(run / "empty"))
+    assert code == 2 and err.count("\n") == 1 and "no stage manifest" in err
+    code, _, err = cli(capsys, "why", "vid0", "--manifests", str(run / "nowhere"))
+    assert code == 2 and err == f"error: --manifests {run / 'nowhere'}: no such folder\n"
+    code, _, err = cli(capsys, "why", "vid0", "--manifests", str(m), "--width", "-1")
+    assert code == 2 and err.count("\n") == 1 and "--width -1" in err
+
+
+def test_why_says_each_stage_state_once_folded_to_the_width(tmp_path, capsys):
+    """A window past the end fails trim; faces, label and score nest that error once more each: ``why`` says it once."""
+    m = tmp_path / "manifests"
+    error = "window 24..200 is past the end of the source (130 decoded frames); nothing trimmed"
+    trim = {"video_id": "cut", "status": "bad_window", "error": error}
+    faces = skipped_row("cut", "trim", trim["status"], trim["error"], stage="faces")
+    label = skipped_row("cut", "faces", faces["status"], faces["error"], stage="label")
+    score = skipped_row("cut", "label", label["status"], label["error"])
+    write_rows([{"video_id": "cut", "url": "file:cut", "status": "ok"}], "downloads", m / "downloads.parquet")
+    write_rows([trim], "clips", m / "clips.parquet")
+    write_rows([faces], "video_status", m / "faces_status.parquet")
+    write_rows([label], "video_status", m / "label_status.parquet")
+    write_rows([score], "scores", m / "scores.parquet")
+    code, out, _ = cli(capsys, "why", "cut", "--manifests", str(m), "--width", "0")
+    assert code == 0 and out.count(error) == 1
+    assert out.splitlines() == [
+        "cut", "  download  ok", f"  trim      bad_window: {error}",
+        "  faces     skipped after trim bad_window (above)", "  label     skipped after trim bad_window (above)",
+        "  score     skipped after trim bad_window (above)",
+        "  not ranked: only videos scored ok are ranked (trim bad_window, above)"]
+    code, folded, _ = cli(capsys, "why", "cut", "--manifests", str(m), "--width", "60")
+    assert code == 0 and max(map(len, folded.splitlines())) <= 60 and folded.count("\n") > out.count("\n")
+    assert " ".join(folded.split()) == " ".join(out.split())  # folding only moves line breaks
+
+
+def test_render_frame_range_and_bad_arguments_are_one_line(run, capsys):
+    m = run / "manifests"
+    out_file = run / "out" / "part.gif"
+    code, out, _ = cli(capsys, "render", "vid0", "--manifests", str(m), "--out", str(out_file), "--max-side", "64",
+                       "--frames", "1-2,4")
+    assert code == 0 and out.strip() == str(out_file)
+    with Image.open(out_file) as im:
+        assert im.n_frames == 3
+    for args, says in ((["--max-side", "0"], "--max-side 0: must be a positive"),
+                       (["--max-side", "-5"], "--max-side -5: must be a positive"),
+                       (["--frames", f"3-{N}"], f"frame {N} is past the clip's last frame {N - 1}"),
+                       (["--frames", "3-1"], "range 3-1 runs backwards"),
+                       (["--frames", "x"], "'x' is not a frame"),
+                       (["--max-side", "big"], "argument --max-side: invalid int value: 'big'")):
+        code, _, err = cli_exit(capsys, "render", "vid0", "--manifests", str(m), "--out", str(out_file), *args)
+        assert code == 2 and err.count("\n") == 1 and says in err, (args, err)
+
+
+def cli_exit(capsys, *args: str) -> tuple[int, str, str]:
+    """Like :func:`cli`, for usage mistakes that argparse ends with ``SystemExit``."""
+    try:
+        code = main(list(args))
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -92,6 +92,16 @@ def test_render_refuses_unknown_formats_naming_the_file(tmp_path, clip):
         render_video(ov, tmp_path / "render.avi")
 
 
+def test_render_picks_frames_and_refuses_bad_sizes_and_frames(tmp_path, clip):
+    ov = overlay(6, shape98(80, 70, 25), shape98(82, 70, 25), (45, 35, 115, 115), str(clip))
+    out = render_video(ov, tmp_path / "part.gif", max_side=80, frames=[1, 3, 4])
+    with Image.open(out) as im:
+        assert im.n_frames == 3
+    for bad in ({"max_side": 0}, {"max_side": -5}, {"frames": [6]}, {"frames": []}, {"frames": [-1]}):
+        with pytest.raises(ValueError, match=r"bad\.gif"):
+            render_video(ov, tmp_path / "bad.gif", **bad)
+
+
 def write_manifests(root, clip, n=6):
     """Every manifest of one video ``v``: two model families, annotations with an invalid frame, a scores row."""
     cons, a, b = shape98(80, 70, 25), shape98(81, 70, 25), shape98(80, 72, 25)
