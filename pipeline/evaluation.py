@@ -8,8 +8,10 @@ bound for a hand-tuned filter. With ``frame0_full_solve`` and ``rwr_align`` off,
 (``test_LDEQ_WFLW_V.py``: ``rwr_max_iters`` for every frame, z*_{t−1} reused as is).
 
 The checkpoint is a folder written by the train stage (``config.json`` + ``checkpoint.pt``) or a released
-``final.pth.tar`` (:func:`ldeq.checkpoint.load_checkpoint`). Writes DVC metrics (image NME/FR/AUC on the hard
-frames; video NME and NMF per subset and method; RwR cost; which checkpoint) and DVC plots (CED curve, per-video NMF).
+``final.pth.tar`` (:func:`ldeq.checkpoint.load_checkpoint`). Writes the DVC metrics, a few scalars per file so that
+``dvc metrics show`` stays a readable table (``<scalars>/<subset>/<method>.json``: video NME, NMF and the number of
+videos), the whole results as plain JSON (image NME/FR/AUC on the hard frames, ratios to ``none``, tuned constants,
+RwR cost, which checkpoint) and DVC plots (CED curve, per-video NMF).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pipeline.manifest import (
 from pipeline.params import ClusterParams, EvaluateParams, ParamsError
 from pipeline.video import iter_frames
 
-__all__ = ["evaluate_checkpoint", "evaluation_checkpoint"]
+__all__ = ["evaluate_checkpoint", "evaluation_checkpoint", "write_scalar_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +138,37 @@ def _subset_summary(videos: list[dict[str, Any]], filters: dict[str, dict[str, f
     return summary, scores
 
 
+def write_scalar_metrics(directory: str | Path, subsets: dict[str, dict[str, dict[str, float]]]) -> list[Path]:
+    """One small JSON per subset and method, ``<directory>/<subset>/<method>.json`` = ``{"nme", "nmf", "videos"}``.
+
+    DVC shows all metrics files as one table, a row per file and a column per key, so a few keys shared by every
+    file keep ``dvc metrics show`` and ``dvc metrics diff`` on a screen; earlier files are removed first (no stale
+    method survives a rerun). Returns the files written.
+    """
+    root = Path(directory)
+    for stale in root.glob("*/*.json"):  # only what this function writes: the folder may be given by hand
+        stale.unlink()
+    written = []
+    for subset, methods in subsets.items():
+        for method, values in methods.items():
+            path = root / subset / f"{method}.json"
+            write_json(path, {"nme": values["nme"], "nmf": values["nmf"], "videos": int(values["n_videos"])})
+            written.append(path)
+    return written
+
+
 def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: EvaluateParams, cluster: ClusterParams,
                         default_checkpoint: str | Path, metrics_path: str | Path, ced_path: str | Path,
-                        per_video_path: str | Path) -> dict[str, Any]:
-    """Evaluate ``params.checkpoint`` (or ``default_checkpoint``) on the annotated videos; write metrics and plots.
+                        per_video_path: str | Path, scalars_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate ``params.checkpoint`` (or ``default_checkpoint``) on the annotated videos; write results and plots.
 
-    Returns the metrics written to ``metrics_path``.
+    ``metrics_path`` gets the whole results (plain JSON); ``scalars_dir`` (default: ``metrics_path`` without its
+    suffix, e.g. ``metrics/evaluate/``) the DVC metrics, :func:`write_scalar_metrics`. Returns the whole results.
     """
+    scalars = Path(metrics_path).with_suffix("") if scalars_dir is None else Path(scalars_dir)
+    if scalars == Path(metrics_path):
+        raise ValueError(f"{metrics_path}: the results file needs a suffix (.json): its scalars go to a folder of "
+                         "the same name without it")
     checkpoint, weights = evaluation_checkpoint(params, default_checkpoint)
     items = _videos(Path(annotations), Path(clips), params.max_videos)
     run = {"checkpoint": str(checkpoint.resolve()), "stamp": f"{weights.stat().st_mtime_ns}", "rwr_iters":
@@ -204,6 +230,7 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
     write_json(TIMINGS_DIR / "evaluate.json", {"seconds_per_frame": cost, "time_ratio": cost["rwr"] / cost["scratch"]})
     metrics["n_videos"] = {"evaluated": len(done), "failed": len(results) - len(done)}
     write_json(metrics_path, metrics)
+    write_scalar_metrics(scalars, metrics["subsets"])
 
     xs, scratch_ced = ced(nme(np.concatenate([r["scratch"] for r in hard]), gt))
     _, rwr_ced = ced(nme(np.concatenate([r["rwr"][0.0] for r in hard]), gt))

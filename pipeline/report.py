@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 
 from pipeline import plots
 from pipeline.cluster import map_videos
-from pipeline.manifest import ManifestError
+from pipeline.manifest import ManifestError, write_json
 from pipeline.params import ClusterParams, ReportParams, ScoreParams
 from pipeline.render import contact_sheet, family_colour, frame_uncertainty, load_overlay, pick_frames, render_video
 
 __all__ = ["ReportInputs", "label_quality", "model_quality", "run_summary", "summary_lines", "build_report",
-           "render_one", "STAGE_MANIFESTS"]
+           "render_one", "write_run_metrics", "STAGE_MANIFESTS"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,27 @@ def run_summary(inputs: ReportInputs) -> dict[str, Any]:
     return {"status": status, "subsets": subsets, "label_quality": quality, "ldeq": ldeq}
 
 
+def write_run_metrics(summary: dict[str, Any], directory: Path) -> list[Path]:
+    """The run's DVC metrics from :func:`run_summary`, a few keys per file (DVC shows every metrics file as a row of
+    one table whose columns are the union of their keys): ``status/<stage>/<status>.json`` and
+    ``subsets/<hard|easy>.json`` = ``{"videos"}``, ``labels/level<k>.json`` = ``{"nme", "frames"}`` (label NME % on
+    the demo truth). Earlier ``*.json`` under ``directory`` are removed first, so no stale status survives a rerun."""
+    for stale in directory.rglob("*.json"):
+        stale.unlink()
+    files: dict[Path, dict[str, Any]] = {}
+    for stage, counts in summary["status"].items():
+        files.update({directory / "status" / stage / f"{status}.json": {"videos": n} for status, n in counts.items()})
+    for subset in ("hard", "easy"):
+        if summary["subsets"]:
+            files[directory / "subsets" / f"{subset}.json"] = {"videos": summary["subsets"][subset]}
+    for row in summary["label_quality"] or []:
+        files[directory / "labels" / f"level{int(row['difficulty'])}.json"] = {
+            "nme": float(row["label_nme"]), "frames": int(row["frames"])}
+    for path, values in files.items():
+        write_json(path, values)
+    return list(files)
+
+
 def summary_lines(summary: dict[str, Any], report: Path | None = None) -> list[str]:
     """A few human lines from :func:`run_summary` (what ``make demo`` ends with)."""
     lines = []
@@ -230,9 +251,10 @@ border-radius:50%;margin-right:.3em;vertical-align:middle;border:1px solid #555}
 
 
 def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: ScoreParams,
-                 cluster: ClusterParams | None = None) -> tuple[str, dict[str, Any]]:
-    """Write the report's pictures under ``out`` (``plots/``, ``renders/``, ``sheets/``) and return the HTML page
-    and the summary of what it shows. Renders run on dask when ``cluster`` is given, else in this process."""
+                 cluster: ClusterParams | None = None, metrics_out: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """Write the report's pictures under ``out`` (``plots/``, ``renders/``, ``sheets/``) and the run's DVC metrics
+    under ``metrics_out`` (default ``<inputs.metrics>/report``, :func:`write_run_metrics`); return the HTML page and
+    the summary of what it shows. Renders run on dask when ``cluster`` is given, else in this process."""
     for sub in ("plots", "renders", "sheets"):  # a rerun must not keep pictures of videos no longer selected
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -247,6 +269,7 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
 
     # --- where videos were lost
     head = run_summary(inputs)
+    write_run_metrics(head, inputs.metrics / "report" if metrics_out is None else metrics_out)
     summary["status"] = [{"stage": stage, **counts} for stage, counts in head["status"].items()]
     parts.append("<h2>Videos per stage and status</h2>")
     if summary["status"]:
@@ -412,9 +435,12 @@ def _ldeq_sections(inputs: ReportInputs, out: Path, made: dict[str, str], summar
         rows = _ldeq_rows(evaluation)
         summary["ldeq"] = rows
         parts.append(_table(pd.DataFrame(rows)))
-        parts += ["<h3>Filter constants (tuned on easy)</h3>",
-                  f"<pre>{html.escape(json.dumps(evaluation.get('filters'), indent=1))}</pre>",
-                  "<h3>RwR cost</h3>", f"<pre>{html.escape(json.dumps(evaluation.get('rwr_cost'), indent=1))}</pre>"]
+        parts.append(f"<p>{html.escape(_gamma_note(evaluation))}</p>")
+        filters = _filter_table(evaluation)
+        cost = _cost_table(evaluation)
+        parts += ["<h3>Filter constants</h3>",
+                  _table(filters) if not filters.empty else "<p>No filter tuned.</p>",
+                  "<h3>RwR cost</h3>", _table(cost) if not cost.empty else "<p>No cost recorded.</p>"]
     else:
         parts.append(missing("LDEQ results", metrics, "run the evaluate stage"))
     figures = []
@@ -427,3 +453,37 @@ def _ldeq_sections(inputs: ReportInputs, out: Path, made: dict[str, str], summar
                        else missing(caption, inputs.plots / file, "run the train and evaluate stages"))
     parts.append(_row(*figures))
     return parts
+
+
+def _filter_table(evaluation: dict[str, Any]) -> pd.DataFrame:
+    """One row per filter constant: its value tuned on the easy videos and, where evaluated, on the hard ones."""
+    easy, hard = evaluation.get("filters") or {}, evaluation.get("filters_tuned_on_hard") or {}
+    rows = [{"filter": kind, "constant": name, "tuned on easy": value,
+             "tuned on hard (optimistic bound)": hard.get(kind, {}).get(name)}
+            for kind, constants in easy.items() for name, value in constants.items()]
+    return pd.DataFrame(rows)
+
+
+def _cost_table(evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Calls of the equilibrium function f per frame, from scratch and with RwR, and their ratio."""
+    calls = (evaluation.get("rwr_cost") or {}).get("calls_per_frame") or {}
+    names = {"scratch": "from scratch", "rwr": "RwR"}
+    rows = [{"method": names.get(m, m), "calls of f per frame": v} for m, v in calls.items()]
+    if calls.get("scratch") and "rwr" in calls:
+        rows.append({"method": "RwR / from scratch", "calls of f per frame": calls["rwr"] / calls["scratch"]})
+    return pd.DataFrame(rows)
+
+
+def _gamma_note(evaluation: dict[str, Any]) -> str:
+    """What the ``rwr_prox`` rows are: with the tuned γ = 0 they are the ``rwr`` rows again, and the page says why."""
+    tuned = evaluation.get("rwr_gamma") or {}
+    gamma = tuned.get("chosen")
+    if gamma is None:
+        return "rwr_prox: no proximal weight γ recorded."
+    tried = ", ".join(f"γ {float(g):g}: {v:.4f}" for g, v in (tuned.get("objective") or {}).items())
+    searched = f" (tuning objective on the easy videos, lower is better: {tried})" if tried else ""
+    if float(gamma) == 0:
+        return ("rwr_prox repeats rwr: the proximal weight γ tuned on the easy videos is 0" + searched + ", and with "
+                "γ = 0 the proximal step z ← (f(z) + γ z*ₜ₋₁)/(1 + γ) is the plain RwR step, so both rows come from "
+                "the same predictions.")
+    return f"rwr_prox: RwR with the proximal anchor, γ = {float(gamma):g}{searched}."

@@ -110,7 +110,8 @@ def train_on_dataset(annotations: str | Path, clips: str | Path, params: TrainPa
     history = train(model, data, cfg, out_dir, fingerprint=fingerprint)
     with atomic_path(plot_path) as tmp:
         tmp.write_text("epoch,loss\n" + "".join(f"{h['epoch']},{h['loss']:.6f}\n" for h in history))
-    metrics = {"final_loss": history[-1]["loss"], "epochs": len(history), "train_images": len(data),
-               "train_videos": len(loaded), "parameters": n_params}
+    # key names shared with the other metrics files ("videos"): DVC shows every file's keys as one table's columns
+    metrics = {"final_loss": history[-1]["loss"], "epochs": len(history), "images": len(data),
+               "videos": len(loaded), "parameters": n_params}
     write_json(metrics_path, metrics)
     return metrics

@@ -91,6 +91,10 @@ def test_a_released_checkpoint_is_evaluated_with_the_released_protocol(dataset, 
     assert metrics["checkpoint"] == {"path": str(ckpt), "sha256": sha256_file(ckpt)}
     assert metrics["n_videos"] == {"evaluated": 3, "failed": 0}
     assert set(metrics["subsets"]["easy"]) == {"none", "ema", "one_euro", "rwr", "rwr_prox"}
+    scalars = {str(f.relative_to(tmp_path / "evaluate")): json.loads(f.read_text())
+               for f in (tmp_path / "evaluate").rglob("*.json")}  # the DVC metrics: a few keys per file
+    assert len(scalars) == 5 + 7 and scalars["hard/rwr.json"] == {
+        "nme": metrics["subsets"]["hard"]["rwr"]["nme"], "nmf": metrics["subsets"]["hard"]["rwr"]["nmf"], "videos": 1}
     model = load_checkpoint(ckpt)
     frames, boxes, gt = video(dataset, "hard_a")
     threads = torch.get_num_threads()
@@ -119,7 +123,7 @@ def test_the_train_stages_folder_is_the_default_checkpoint(dataset, tmp_path):
     out = tmp_path / "models" / "ldeq"
     trained = train_on_dataset(dataset / "annotations.parquet", dataset / "clips.parquet", train, cluster, out,
                                tmp_path / "crops", tmp_path / "train.json", tmp_path / "loss.csv")
-    assert trained["train_videos"] == 2 and trained["train_images"] == 2 * 3  # easy videos, every 2nd frame
+    assert trained["videos"] == 2 and trained["images"] == 2 * 3  # easy videos, every 2nd frame
     assert json.loads((out / "config.json").read_text())["crop_scale"] == 1.2
     metrics = evaluate(dataset, tmp_path, checkpoint=None)
     assert metrics["checkpoint"] == {"path": str(out), "sha256": sha256_file(out / "checkpoint.pt")}

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,12 @@ def make_run(root: Path, astronaut: np.ndarray, complete: bool = True) -> Report
     write_rows(truth_rows, "demo_truth", root / "truth.parquet")
     method = {"nme": 5.0, "nmf": 2.0, "nmf_vs_none": 1.0, "nme_vs_none": 1.0}
     rwr = {"nme": 4.9, "nmf": 1.2, "nmf_vs_none": 0.6, "nme_vs_none": 0.98}
-    write_json(root / "metrics" / "evaluate.json", {"subsets": {"hard": {"none": method, "rwr": rwr}},
-                                                    "filters": {"ema": {"alpha": 0.5}}, "rwr_cost": {"ratio": 0.5}})
+    write_json(root / "metrics" / "evaluate.json", {
+        "subsets": {"hard": {"none": method, "rwr": rwr, "rwr_prox": rwr}},
+        "filters": {"ema": {"alpha": 0.5}, "one_euro": {"min_cutoff": 1.0, "beta": 0.02}},
+        "filters_tuned_on_hard": {"ema": {"alpha": 0.7}, "one_euro": {"min_cutoff": 2.0, "beta": 0.08}},
+        "rwr_gamma": {"chosen": 0.0, "objective": {"0.0": 0.81, "0.5": 0.93}},
+        "rwr_cost": {"calls_per_frame": {"scratch": 6.0, "rwr": 2.0}}})
     plots = root / "plots"
     plots.mkdir()
     xs = np.linspace(0, 0.1, 11)
@@ -156,6 +161,73 @@ def test_report_has_every_picture_and_every_link_resolves(stage_report):
     assert summary["missing"] == []
     assert {r["subset"] for r in summary["subsets"]} == {"easy", "hard"}
     assert {r["stage"] for r in summary["status"]} == {"download", "trim", "faces", "label", "score"}
+
+
+
+class _Tables(HTMLParser):
+    """Every ``<table>`` of a page as rows of cell texts (header row first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def page_tables(page: str) -> list[list[list[str]]]:
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def test_ldeq_constants_and_cost_are_tables_and_a_repeated_method_says_why(stage_report):
+    _, out = stage_report
+    page = (out / "index.html").read_text()
+    tables = page_tables(page)
+    assert next(t for t in tables if "constant" in t[0]) == [
+        ["filter", "constant", "tuned on easy", "tuned on hard (optimistic bound)"],
+        ["ema", "alpha", "0.500", "0.700"], ["one_euro", "min_cutoff", "1.000", "2.000"],
+        ["one_euro", "beta", "0.020", "0.080"]]
+    assert next(t for t in tables if "calls of f per frame" in t[0]) == [
+        ["method", "calls of f per frame"], ["from scratch", "6.000"], ["RwR", "2.000"],
+        ["RwR / from scratch", "0.333"]]
+    assert "<pre>" not in page
+    assert ("rwr_prox repeats rwr: the proximal weight γ tuned on the easy videos is 0 (tuning objective on the easy "
+            "videos, lower is better: γ 0: 0.8100, γ 0.5: 0.9300)") in html.unescape(page)
+
+
+def test_run_metrics_are_a_few_keys_per_file(stage_report):
+    """The report stage's DVC metrics: counts per stage and status, subset sizes, label NME per demo level."""
+    inputs, _ = stage_report
+    root = inputs.metrics / "report"
+    files = {str(f.relative_to(root)): json.loads(f.read_text()) for f in root.rglob("*.json")}
+    scores = pd.read_parquet(inputs.manifests / "scores.parquet")
+    assert files["status/download/unavailable.json"] == {"videos": 1} and files["status/download/ok.json"] == {
+        "videos": len(LEVELS)}
+    assert files["status/trim/skipped.json"] == {"videos": 1}
+    assert files["subsets/hard.json"] == {"videos": int((scores.subset == "hard").sum())}
+    labels = {k: v for k, v in files.items() if k.startswith("labels/")}
+    selected = set(scores.video_id[scores.subset.notna()])
+    assert sorted(labels) == [f"labels/level{lvl}.json" for lvl in sorted({lvl for v, lvl in enumerate(LEVELS)
+                                                                           if f"vid{v}" in selected})]
+    assert all(set(v) == {"nme", "frames"} for v in labels.values())
+    assert all(len(v) <= 2 for v in files.values())
 
 
 def test_label_and_model_errors_match_the_known_offsets(stage_report):
