@@ -82,10 +82,30 @@ def record_matches(record: dict[str, Any], source: SourceRow, params: DownloadPa
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill an attempt and every process it started (yt-dlp may run ffmpeg), then reap it.
+
+    The attempt shares the stage's process group, so its tree is read from ``/proc``; it is stopped first, so that it
+    cannot start another helper while the tree is listed.
+    """
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own group: ffmpeg helpers go with it
+        os.kill(proc.pid, signal.SIGSTOP)
     except ProcessLookupError:
         pass
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we read
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree = [proc.pid]
+    for pid in tree:  # grows while it is walked: breadth-first over the descendants
+        tree += children.get(pid, [])
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
 
 
@@ -94,26 +114,38 @@ def _media_bytes(staging: Path) -> int:
 
 
 def _attempt(job: dict[str, Any], staging: Path, deadline: float, params: DownloadParams) -> dict[str, Any]:
-    """Run one yt-dlp attempt in a child process; kill it at the deadline or when its file passes ``max_bytes``."""
+    """Run one yt-dlp attempt in a child process; kill it at the deadline or when its file passes ``max_bytes``.
+
+    Nothing outlives the stage: the child stays in the stage's process group (a kill of the stage reaches it) and
+    dies with this worker (:func:`pipeline.acquire.ytdlp_run.main`). The kernel ties that death signal to the thread
+    that forks, so this thread waits for the child and kills it on every way out, an exception included.
+    """
     result = staging / "result.json"
     result.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT), os.environ.get("PYTHONPATH")]))}
     with (staging / "stderr.txt").open("wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", ytdlp_run.__name__], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=staging, env=env, process_group=0)
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps({**job, "result": str(result)}).encode())
-        proc.stdin.close()
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
+        proc = subprocess.Popen([sys.executable, "-m", ytdlp_run.__name__, str(os.getpid())], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=staging, env=env)
+        try:
+            assert proc.stdin is not None
+            try:
+                with proc.stdin:
+                    proc.stdin.write(json.dumps({**job, "result": str(result)}).encode())
+            except BrokenPipeError:
+                pass  # the child ended before reading its job: its exit code and stderr say why
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    _kill(proc)
+                    return {"status": "timeout", "message": f"killed: the per-video cap of {params.max_seconds:g} "
+                                                           f"s (download.max_seconds) was reached"}
+                if _media_bytes(staging) > params.max_bytes:
+                    _kill(proc)
+                    return {"status": "too_large", "message": f"killed: the file passed {params.max_bytes} bytes "
+                                                             f"(download.max_bytes)"}
+                time.sleep(_POLL)
+        finally:
+            if proc.returncode is None:
                 _kill(proc)
-                return {"status": "timeout", "message": f"killed: the per-video cap of {params.max_seconds:g} s "
-                                                       f"(download.max_seconds) was reached"}
-            if _media_bytes(staging) > params.max_bytes:
-                _kill(proc)
-                return {"status": "too_large", "message": f"killed: the file passed {params.max_bytes} bytes "
-                                                         f"(download.max_bytes)"}
-            time.sleep(_POLL)
     if not result.is_file():
         tail = (staging / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:]
         return {"status": "download_error", "message": f"yt-dlp worker exited with code {proc.returncode}: "

@@ -1,4 +1,4 @@
-"""Where acquisition keeps unfinished work, and how a stage clears what a killed run left behind."""
+"""Where acquisition keeps unfinished work, how a stage clears what a killed run left behind, and output faults."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["STAGING", "staging_dir", "remove_stale"]
+__all__ = ["STAGING", "OutputError", "staging_dir", "remove_stale"]
 
 #: Per-video working folders of the download stage, inside its media folder (same file system: moves are renames).
 STAGING = ".staging"
 
 #: The temporary siblings :class:`pipeline.manifest.atomic_path` creates: ``.<name>.<8 random chars><suffix>``.
 _ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
+
+
+class OutputError(Exception):
+    """An output location cannot be written or cleared (a file in the way, no permission, disk full).
+
+    Never one video's status: the fault is the run's, so the stage stops with this one-line message naming the path.
+    """
 
 
 def staging_dir(media_dir: Path, video_id: str) -> Path:
@@ -24,16 +31,24 @@ def remove_stale(media_dir: Path) -> list[Path]:
     """Delete what an interrupted run left in ``media_dir``: the staging folders and atomic-write temporaries.
 
     Call it once at the start of a stage, before any worker writes there. Returns what was removed.
+
+    Raises:
+        OutputError: something cannot be removed (no permission, or files still appearing: another run on the folder).
     """
     removed: list[Path] = []
     if not media_dir.is_dir():
         return removed
     staging = media_dir / STAGING
-    if staging.is_dir():
-        shutil.rmtree(staging)
-        removed.append(staging)
-    for entry in media_dir.iterdir():
-        if entry.is_file() and _ATOMIC_TEMP.match(entry.name):
-            entry.unlink()
-            removed.append(entry)
+    try:
+        if staging.is_dir():
+            shutil.rmtree(staging)
+            removed.append(staging)
+        for entry in media_dir.iterdir():
+            if entry.is_file() and _ATOMIC_TEMP.match(entry.name):
+                entry.unlink()
+                removed.append(entry)
+    except OSError as err:
+        where = err.filename or staging
+        raise OutputError(f"{where}: cannot remove what an interrupted run left ({err.strerror or err}); is another "
+                          f"run writing to {media_dir}?") from None
     return removed

@@ -2,8 +2,12 @@
 
 A read timeout bounds one ``recv``, not a download: a server trickling a few bytes a second, or sending its headers
 that slowly, never trips it. Only killing the attempt does, and a thread cannot be killed, so each attempt is a
-process (``python -m pipeline.acquire.ytdlp_run``) that reads a JSON job on stdin and writes a JSON result to
-``job["result"]``. This module imports only yt-dlp and the standard library, to start fast.
+process (``python -m pipeline.acquire.ytdlp_run <parent pid>``) that reads a JSON job on stdin and writes a JSON
+result to ``job["result"]``. This module imports only yt-dlp and the standard library, to start fast.
+
+An attempt never outlives the worker that started it: it runs in the stage's process group (a kill of the stage
+reaches it), and it asks the kernel for SIGKILL when its parent dies, then checks that the parent is still the one
+that started it (one that died before the request was made can no longer send it).
 
 Errors are classified from yt-dlp's exception chain (HTTP status, exception type) first; the message is a fallback,
 and only after the URL and video id are cut out of it, so a URL containing "cookies" or "private" classifies nothing.
@@ -143,9 +147,9 @@ class _Logger:
         self.last_error = msg
 
 
-#: yt-dlp info fields kept in the downloads manifest.
-INFO_FIELDS = ("extractor_key", "format_id", "width", "height", "fps", "vcodec", "license", "uploader",
-               "upload_date", "title", "webpage_url")
+#: yt-dlp info fields kept in the downloads manifest, and those that identify what was fetched (id, format, size).
+INFO_FIELDS = ("extractor_key", "id", "format_id", "filesize", "filesize_approx", "width", "height", "fps", "vcodec",
+               "license", "uploader", "upload_date", "title", "webpage_url")
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
@@ -190,8 +194,11 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"ytdlp_version": yt_dlp.version.__version__}
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.sanitize_info(ydl.extract_info(job["url"], download=True))
+            # a probe (job["probe"]) reads the metadata only: what the source is now, to compare with a record
+            info = ydl.sanitize_info(ydl.extract_info(job["url"], download=not job.get("probe")))
         result["info"] = {k: info.get(k) for k in INFO_FIELDS}
+        if job.get("probe"):
+            return {**result, "status": "ok"}
         if filtered:
             return {**result, "status": "licence_filtered", "message": filtered[-1]}
         downloads = info.get("requested_downloads") or [{}]
@@ -210,17 +217,29 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         return {**result, "status": status, "message": message, "http_status": code, "retry_after": retry_after}
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process if its parent dies (a ``kill -9`` of the stage must not leave it running)."""
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit now if ``parent`` already has.
+
+    The request is made here, after the interpreter started: a parent killed before this line is caught by the
+    ``getppid()`` check (an orphan is re-parented to init or a subreaper). The kernel sends the signal when the parent
+    *thread* that forked us exits, so the parent waits for the attempt on that thread
+    (:func:`pipeline.acquire.download._attempt`).
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (OSError, AttributeError):  # not Linux/glibc: the parent's own kill at its deadline still applies
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # the stage is gone: nothing may be written for it
 
 
-def main() -> int:
-    _die_with_parent()
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    _die_with_parent(int(args[0]) if args else None)
     job = json.loads(sys.stdin.read())
     result = run(job)
     tmp = Path(job["result"] + ".tmp")

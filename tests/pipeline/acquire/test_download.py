@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import os
 import shutil
@@ -9,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, ramp_video
-from pipeline.acquire.download import backoff_seconds, download_video, resolve_url
+from pipeline.acquire.download import _kill, backoff_seconds, download_video, resolve_url
 from pipeline.acquire.ytdlp_run import classify_message, retry_after_seconds
 from pipeline.manifest import write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
@@ -301,6 +304,90 @@ def test_kill_9_mid_stage_then_rerun_gives_the_same_manifest(server, tmp_path):
     _run(cmd, project, env)
     assert not (media / ".staging").exists()
     pd.testing.assert_frame_equal(pd.read_parquet(manifest), clean)
+
+
+def _attempts_alive(project: Path) -> list[int]:
+    """Pids of yt-dlp attempts still running in ``project`` (zombies are dead: only their exit status is left)."""
+    alive = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"pipeline.acquire.ytdlp_run" not in (entry / "cmdline").read_bytes():
+                continue
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            cwd = os.readlink(entry / "cwd")  # the attempt runs in its staging folder
+        except OSError:
+            continue
+        if state not in ("Z", "X") and cwd.startswith(str(project)):
+            alive.append(int(entry.name))
+    return alive
+
+
+def _job_waiting(pid: int) -> bool:
+    """Whether the job is written to ``pid``'s stdin and not read yet (bytes waiting in the pipe)."""
+    try:
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        waiting = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, waiting)
+        return waiting[0] > 0
+    finally:
+        os.close(fd)
+
+
+#: Makes the attempts' interpreter start as slowly as on a busy machine, so that a kill can land at a known moment.
+SLOW_ATTEMPT_START = """import sys, time
+if "pipeline.acquire.ytdlp_run" in sys.orig_argv:
+    time.sleep(1.5)
+"""
+
+
+def test_kill_9_just_after_an_attempt_starts_leaves_no_process_and_the_rerun_is_ok(server, tmp_path):
+    """SIGKILL of the stage's process group once an attempt holds its job but has run none of its own code (nor asked
+    for a parent-death signal): nothing may keep writing to the staging folder that the rerun clears and reuses."""
+    project, cmd, env = _project(tmp_path, server, {"slow": "slow/2/other.mp4"})
+    (tmp_path / "slow_start").mkdir()
+    (tmp_path / "slow_start" / "sitecustomize.py").write_text(SLOW_ATTEMPT_START)
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(tmp_path / "slow_start"), env["PYTHONPATH"]])}
+    proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(_job_waiting(pid) for pid in _attempts_alive(project)):
+        assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before its attempt started"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    assert _attempts_alive(project) == []
+
+    _run(cmd, project, env)
+    downloads = pd.read_parquet(project / "manifests" / "downloads.parquet")
+    assert downloads[["video_id", "status"]].values.tolist() == [["slow", "ok"]], downloads.error.tolist()
+    assert not (project / "data" / "downloads" / ".staging").exists()
+
+
+def test_an_attempt_killed_at_its_cap_takes_the_processes_it_started_with_it():
+    """yt-dlp may run ffmpeg; an attempt shares the stage's process group, so its helpers are found and killed."""
+    script = ("import subprocess, sys, time; "
+              "helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              "print(helper.pid, flush=True); time.sleep(60)")
+    attempt = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert attempt.stdout is not None
+    helper = int(attempt.stdout.readline())
+    _kill(attempt)
+    assert attempt.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while not _dead(helper):  # SIGKILL is sent before _kill returns; the kernel finishes the exit right after
+        assert time.monotonic() < deadline, f"helper {helper} is still running"
+        time.sleep(0.01)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
