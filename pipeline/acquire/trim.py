@@ -17,6 +17,7 @@ from typing import Any
 import av
 import numpy as np
 
+from pipeline.acquire.files import OutputError
 from pipeline.params import TrimParams
 from pipeline.sources import safe_video_id
 from pipeline.video import (
@@ -47,26 +48,58 @@ def pad_even(rgb: np.ndarray) -> np.ndarray:
     return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+class _SourceFault(Exception):
+    """Carries an error raised while decoding the source through the writer, so it is not taken for an output fault."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _source(frames: Iterator[DecodedFrame]) -> Iterator[DecodedFrame]:
+    try:
+        yield from frames
+    except Exception as err:  # noqa: BLE001 - re-raised as is by _write, only marked as the source's
+        raise _SourceFault(err) from err
+
+
 def _write(target: Path, frames: Iterator[DecodedFrame], fps: float, params: TrimParams) -> list[int]:
-    """Encode the frames to ``target`` (atomically) and return their source PTS."""
+    """Encode the frames to ``target`` (atomically) and return their source PTS.
+
+    Raises:
+        OutputError: the clip cannot be written (its folder cannot be created, no permission, disk full).
+        Anything decoding the source raises, unchanged.
+    """
     pts: list[int] = []
-    with VideoWriter(target, fps=fps, codec=params.codec, crf=params.crf, preset=params.preset) as out:
-        for frame in frames:
-            out.write(pad_even(frame.rgb))
-            pts.append(frame.pts if frame.pts is not None else -1)
+    try:
+        with VideoWriter(target, fps=fps, codec=params.codec, crf=params.crf, preset=params.preset) as out:
+            for frame in _source(frames):
+                out.write(pad_even(frame.rgb))
+                pts.append(frame.pts if frame.pts is not None else -1)
+    except _SourceFault as fault:
+        raise fault.error from None
+    except OSError as err:  # only the writer is left: creating, writing, closing or renaming the clip
+        where = err.filename or target
+        raise OutputError(f"{where}: cannot write clip {target.name}: {err.strerror or err}") from None
     return pts
 
 
 def trim_clip(video_id: str, source_path: str | Path, start: int, end: int, out_dir: Path,
               params: TrimParams) -> dict[str, Any]:
-    """Cut one clip; return its ``clips`` row. Never raises for a bad video.
+    """Cut one clip; return its ``clips`` row. Never raises for a bad video or id.
 
     The source PTS of every kept frame is recorded so the mapping can be audited later.
+
+    Raises:
+        OutputError: the clip cannot be written (an output-side fault, never the video's status).
     """
-    video_id = safe_video_id(video_id)
     started = time.monotonic()
     row: dict[str, Any] = {"video_id": video_id, "start_frame": start, "end_frame": end}
-    target = out_dir / f"{video_id}.mp4"
+    try:
+        target = out_dir / f"{safe_video_id(video_id)}.mp4"
+    except ValueError as err:  # a hand-edited manifest: the id must never become a path
+        log.warning("%s", err)
+        return {**row, "status": "error", "error": str(err), "seconds": round(time.monotonic() - started, 3)}
     try:
         info = probe(source_path)
         index: FrameIndex | None = None

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, frame_index, ramp_video
+from pipeline.acquire.files import OutputError
 from pipeline.acquire.trim import pad_even, trim_clip
 from pipeline.manifest import write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
@@ -85,6 +86,36 @@ def test_undecodable_file_is_a_status_row(tmp_path):
     row = trim_clip("clip", bad, 0, 3, tmp_path / "clips", trim_params())
     assert row["status"] == "decode_error"
     assert str(bad) in row["error"]
+
+
+@pytest.mark.parametrize("blocker", ["clips", "clips/sub"])
+def test_an_unwritable_clips_folder_is_an_output_fault_not_the_videos(tmp_path, blocker):
+    """A file where the clips folder should be: the run stops naming the path; the source is not blamed."""
+    src = ramp_video(tmp_path / "src.mp4", 20)
+    (tmp_path / "clips").write_bytes(b"a file in the way")
+    out_dir = tmp_path / blocker
+    with pytest.raises(OutputError, match=rf"^{tmp_path / blocker}: cannot write clip clip\.mp4: "):
+        trim_clip("clip", src, 2, 9, out_dir, trim_params())
+    assert (tmp_path / "clips").read_bytes() == b"a file in the way"
+
+
+def test_a_source_that_breaks_mid_window_is_still_a_decode_error(tmp_path):
+    """Decoding fails inside the writer's loop (after frames were written): still the source's fault."""
+    data = bytearray(ramp_video(tmp_path / "src.mp4", 60).read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    row = trim_clip("clip", broken, 0, 59, tmp_path / "clips", trim_params(seek=False))
+    assert row["status"] == "decode_error" and "avcodec_send_packet" in row["error"], row["error"]
+    assert list((tmp_path / "clips").iterdir()) == []  # the partial clip was discarded
+
+
+def test_an_unsafe_id_is_a_status_row_and_never_a_path(tmp_path):
+    src = ramp_video(tmp_path / "src.mp4", 20)
+    row = trim_clip("../escape", src, 2, 9, tmp_path / "clips", trim_params())
+    assert row["status"] == "error" and "'../escape' is not a safe file name" in row["error"]
+    assert not (tmp_path / "escape.mp4").exists() and not (tmp_path / "clips").exists()
 
 
 def test_audio_only_source_is_no_video_stream(tmp_path, media):
