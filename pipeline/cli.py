@@ -4,32 +4,45 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster import map_videos
-from pipeline.manifest import ManifestError, atomic_path, float_provenance, write_rows
-from pipeline.params import ClusterParams, ParamsError, load_params
+import pyarrow.parquet as pq
 
-__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "run_frame_stage", "project_relative",
-           "run_stage", "split_timings", "TIMINGS_DIR"]
+from pipeline.cluster import imap_videos
+from pipeline.manifest import ManifestError, ManifestWriter, atomic_path, write_rows
+from pipeline.params import ClusterParams, ParamsError, load_params
+from pipeline.runcache import CachedVideo, StageCache, link_media, run_job
+
+__all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "project_relative", "run_stage",
+           "split_timings", "TIMINGS_DIR", "OutputError", "check_outputs", "VideoTask", "StageOutputs",
+           "run_cached_stage", "write_timings"]
 
 #: Per-video wall times go here (untracked), not into the DVC-tracked manifests: they differ on every run, and a
 #: tracked output that changes on every run would make ``dvc.lock`` (and ``git status``) dirty after each repro.
 TIMINGS_DIR = Path("logs") / "timings"
 
 
+class OutputError(Exception):
+    """An output location cannot be written (a file in the way, no permission, disk full); names the path."""
+
+
 def run_stage(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a stage's ``main``; bad params, manifests or missing inputs end in one ``error:`` line and exit 2."""
+    """Run a stage's ``main``; bad params, manifests, missing inputs or unwritable outputs end in one ``error:``
+    line and exit 2."""
     try:
         return main(argv)
-    except (ParamsError, ManifestError) as err:
+    except (ParamsError, ManifestError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
-    except FileNotFoundError as err:
-        print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+    except OSError as err:  # the stages catch per-video faults; what is left is the run's own input or output
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
     return 2
 
 
@@ -47,7 +60,14 @@ def split_timings(stage: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 class _StageParser(argparse.ArgumentParser):
-    """Validates the whole params file right after parsing, so bad params are reported before any work starts."""
+    """Validates the whole params file right after parsing, so bad params are reported before any work starts; every
+    option's help shows its default (the defaults match ``dvc.yaml``)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if kwargs.get("action") not in ("store_true", "store_false", "help", "version") and args and \
+                str(args[0]).startswith("-") and "%(default)" not in kwargs.get("help", ""):
+            kwargs["help"] = f"{kwargs.get('help', '')} (default: %(default)s)".strip()
+        return super().add_argument(*args, **kwargs)
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed = super().parse_args(args, namespace)
@@ -55,11 +75,18 @@ class _StageParser(argparse.ArgumentParser):
         return parsed
 
 
+def _program() -> str | None:
+    """``python -m stages.<name>`` when run as a stage module (argv[0] is then the module's file)."""
+    path = Path(sys.argv[0])
+    return f"python -m stages.{path.stem}" if path.parent.name == "stages" and path.suffix == ".py" else None
+
+
 def stage_parser(description: str | None) -> argparse.ArgumentParser:
     """An argument parser with the options every stage takes (``--params``, ``--log-level``)."""
-    parser = _StageParser(description=description)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser = _StageParser(prog=_program(), description=description,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
 
 
@@ -70,11 +97,12 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def summarize(stage: str, rows: Iterable[Mapping[str, Any]]) -> str:
+def summarize(stage: str, rows: Iterable[Mapping[str, Any]], log_it: bool = True) -> str:
     """One line of status counts, e.g. ``trim: 24 ok, 1 bad_window``; logged by each stage."""
     counts = Counter(r["status"] for r in rows)
     text = f"{stage}: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()) if counts else f"{stage}: no videos"
-    logging.getLogger("stages").info(text)
+    if log_it:
+        logging.getLogger("stages").info(text)
     return text
 
 
@@ -94,22 +122,132 @@ def skipped_row(video_id: str, upstream: str, status: str, error: str | None, **
     return {"video_id": video_id, "status": "skipped", "error": f"{upstream} {status}: {error}", **extra}
 
 
-def run_frame_stage(stage: str, fn: Callable[..., dict[str, Any]], todo: list[dict[str, Any]],
-                    skipped: list[dict[str, Any]], cluster: ClusterParams, manifest: str, out: str | Path,
-                    status_out: str | Path, **kwargs: Any) -> None:
-    """Run a per-video stage whose tasks return ``{"status": row, "rows": per-frame rows}``.
+@dataclass(frozen=True)
+class VideoTask:
+    """One video's work for :func:`run_cached_stage`: what the task receives and what its cache key hashes."""
 
-    Writes the per-frame manifest and the stage's ``video_status`` manifest (``skipped`` rows for videos that
-    failed upstream included) and logs the status counts.
+    video_id: str
+    item: Any
+    inputs: Mapping[str, Any]  # content digests of what it reads, per-video arguments
+
+
+@dataclass(frozen=True)
+class StageOutputs:
+    """Where a cached per-video stage writes: its status manifest, optionally per-frame rows and media files."""
+
+    status_manifest: str
+    status_out: Path
+    frames_manifest: str | None = None
+    frames_out: Path | None = None
+    media_out: Path | None = None
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.status_out, self.frames_out) if p is not None]
+
+
+def check_outputs(files: Iterable[str | Path], folders: Iterable[str | Path] = ()) -> None:
+    """Make sure every output can be written before any work starts; raise :class:`OutputError` naming the path.
+
+    Creates the folders (a stage's declared outputs exist even when no video reaches it).
     """
+    for folder in [*(Path(f).parent for f in files), *map(Path, folders)]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise OutputError(f"{folder}: cannot create the output folder: a file is in the way") from None
+        except OSError as err:
+            raise OutputError(f"{folder}: cannot create the output folder: {err.strerror}") from None
+        if not folder.is_dir():
+            raise OutputError(f"{folder}: cannot create the output folder: a file is in the way")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{folder}: output folder is not writable")
 
-    def on_error(item: dict[str, Any], err: BaseException) -> dict[str, Any]:
-        return {"status": {"stage": stage, "video_id": item["video_id"], "status": "error", "error": repr(err)},
-                "rows": []}
 
-    results = map_videos(fn, todo, cluster, on_error=on_error, **kwargs)
-    statuses = split_timings(stage, [dict(row, stage=stage) for row in skipped] + [r["status"] for r in results])
-    # per-frame rows come from float models: record what produced them (see float_provenance)
-    write_rows([row for r in results for row in r["rows"]], manifest, out, metadata=float_provenance())
-    write_rows(sorted(statuses, key=lambda r: r["video_id"]), "video_status", status_out)
-    summarize(stage, statuses)
+def write_timings(stage: str, timings: Mapping[str, tuple[float, bool]], notes: Mapping[str, str] | None = None
+                  ) -> None:
+    """``logs/timings/<stage>.csv``: per video the wall seconds, whether the result was reused (from the run cache or
+    the download store) and a note (why a download was fetched again)."""
+    if not timings:
+        return
+    notes = notes or {}
+    lines = [f"{vid},{seconds},{str(reused).lower()},{notes.get(vid, '').replace(',', ';')}\n"
+             for vid, (seconds, reused) in sorted(timings.items())]
+    with atomic_path(TIMINGS_DIR / f"{stage}.csv") as tmp:
+        tmp.write_text("video_id,seconds,reused,note\n" + "".join(lines), encoding="utf-8")
+
+
+def run_cached_stage(stage: str, fn: Callable[..., dict[str, Any]], tasks: list[VideoTask],
+                     skipped: list[dict[str, Any]], cluster: ClusterParams, cache: StageCache, outputs: StageOutputs,
+                     frames_metadata: Mapping[str, str] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run a per-video stage through the run cache; write its manifests; return the status rows.
+
+    Every video whose key has an entry is reused; the others are computed on dask (``fn(item, work_dir=..., **kwargs)``
+    returning ``{"status": row, "rows": per-frame rows}``) and stored as each finishes. The manifests are then
+    assembled from the entries in video order, one video at a time, so they are byte-identical whether a video was
+    computed or reused, and the client's memory does not grow with the dataset.
+    """
+    log = logging.getLogger("stages")
+    check_outputs(outputs.paths(), [outputs.media_out] if outputs.media_out else [])
+    cleared = cache.clear_abandoned()
+    if cleared:
+        log.info("%s: removed %d unfinished cache entries of killed runs", stage, cleared)
+    entries: dict[str, CachedVideo] = {}
+    statuses: dict[str, dict[str, Any]] = {}
+    timings: dict[str, tuple[float, bool]] = {}
+    todo: list[dict[str, Any]] = []
+    for task in tasks:
+        started = time.monotonic()
+        key = cache.key(task.video_id, task.inputs)
+        hit = cache.lookup(key)
+        if hit is None:
+            todo.append({"video_id": task.video_id, "item": task.item, "key": key})
+            continue
+        _take(hit, outputs, entries, statuses)
+        timings[task.video_id] = (round(time.monotonic() - started, 3), True)
+    retried = 0
+
+    def on_error(job: dict[str, Any], err: BaseException) -> dict[str, Any]:
+        return {"status": {"video_id": job["video_id"], "status": "error", "error": repr(err)}, "stored": False}
+
+    jobs = imap_videos(run_job, todo, cluster, on_error=on_error, fn=fn, cache=cache,
+                       frames_manifest=outputs.frames_manifest, **kwargs)
+    for index, result in jobs:
+        job = todo[index]
+        if result.get("attempt", 1) > 1:
+            retried += 1
+            log.warning("%s: %s computed again after its worker was lost (attempt %d)", stage, job["video_id"],
+                        result["attempt"])
+        hit = cache.lookup(job["key"]) if result.get("stored") else None
+        if hit is not None:
+            _take(hit, outputs, entries, statuses)
+        else:
+            statuses[job["video_id"]] = {k: v for k, v in result["status"].items() if k != "seconds"}
+        timings[job["video_id"]] = (result.get("seconds", result["status"].get("seconds", 0.0)), False)
+    if outputs.frames_manifest is not None and outputs.frames_out is not None:
+        with ManifestWriter(outputs.frames_out, outputs.frames_manifest, metadata=frames_metadata) as writer:
+            for vid in sorted(entries):
+                frames = entries[vid].frames
+                if frames is not None:
+                    writer.write(pq.read_table(frames))
+    extra = {"stage": stage} if outputs.status_manifest == "video_status" else {}
+    rows = [{**row, **extra} for row in skipped] + [{**row, **extra} for row in statuses.values()]
+    rows.sort(key=lambda r: r["video_id"])
+    write_rows(project_relative(rows), outputs.status_manifest, outputs.status_out)
+    write_timings(stage, timings)
+    reused = sum(1 for _, was_reused in timings.values() if was_reused)
+    summary = summarize(stage, rows, log_it=False)
+    log.info("%s (%d reused, %d computed%s)", summary, reused, len(timings) - reused,
+             f", {retried} after a lost worker" if retried else "")
+    return rows
+
+
+def _take(hit: CachedVideo, outputs: StageOutputs, entries: dict[str, CachedVideo],
+          statuses: dict[str, dict[str, Any]]) -> None:
+    """Adopt a finished entry: its status row (media paths pointing into the stage's output folder) and media."""
+    status = {k: v for k, v in hit.status.items() if k != "seconds"}
+    if outputs.media_out is not None:
+        link_media(hit.media, outputs.media_out)
+        if status.get("path"):
+            status["path"] = str(outputs.media_out / status["path"])
+    entries[status["video_id"]] = hit
+    statuses[status["video_id"]] = status

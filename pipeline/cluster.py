@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.params import ClusterParams
 
-__all__ = ["dask_client", "map_videos", "worker_cached", "show_progress"]
+__all__ = ["dask_client", "imap_videos", "map_videos", "worker_cached", "show_progress"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -125,38 +125,69 @@ def worker_cached(key: str, factory: Callable[[], T]) -> T:
         return cache[key]
 
 
+def imap_videos(
+    fn: Callable[..., dict[str, Any]],
+    items: Sequence[Any],
+    cluster: ClusterParams,
+    /,
+    on_error: Callable[[Any, BaseException], dict[str, Any]],
+    **kwargs: Any,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Run ``fn(item, **kwargs)`` for every item on dask; yield ``(index, result)`` as each finishes.
+
+    At most a bounded window of tasks (twice the cluster's threads, at least 4) is submitted at a time, so the
+    scheduler and this client hold a few videos' state, not the dataset's. ``fn`` should turn per-video failures into
+    rows itself; anything that still escapes (a bug, a video whose worker died ``allowed-failures`` times) becomes
+    ``on_error(item, exc)`` so one bad video never stops the run. A worker that dies costs only its in-flight
+    videos: dask runs them again on another worker.
+    """
+    if not items:
+        return
+    with dask_client(cluster) as client:
+        window = max(4, 2 * sum(client.nthreads().values()))
+        todo = iter(enumerate(items))
+        running: dict[Any, int] = {}
+        queue = as_completed()
+
+        def submit_next() -> None:
+            for index, item in todo:
+                future = client.submit(fn, item, pure=False, **kwargs)
+                running[future] = index
+                queue.add(future)
+                return
+
+        for _ in range(window):
+            submit_next()
+        show = show_progress()
+        with tqdm(total=len(items), desc=getattr(fn, "__name__", "tasks").strip("_"), unit="video", disable=not show,
+                  dynamic_ncols=True) as bar:
+            for done, future in enumerate(queue, start=1):
+                index = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as err:  # noqa: BLE001 - every escaped failure becomes that video's status row
+                    log.error("task for %r failed: %s: %s", items[index], type(err).__name__, err)
+                    result = on_error(items[index], err)
+                future.release()
+                submit_next()
+                bar.update()
+                if not show:  # logs stand in for the bar where nobody watches a terminal
+                    log.info("%d/%d done", done, len(items))
+                yield index, result
+
+
 def map_videos(
     fn: Callable[..., dict[str, Any]],
     items: Sequence[Any],
     cluster: ClusterParams,
+    /,
     on_error: Callable[[Any, BaseException], dict[str, Any]],
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Run ``fn(item, **kwargs)`` for every item on dask and return the rows in input order.
-
-    ``fn`` should turn per-video failures into rows itself; anything that still escapes (a crashed worker, a bug)
-    becomes ``on_error(item, exc)`` so one bad video never stops the run.
-    """
-    if not items:
-        return []
+    """:func:`imap_videos`, collected in input order (for stages whose results are small rows)."""
     results: list[dict[str, Any] | None] = [None] * len(items)
-    with dask_client(cluster) as client:
-        futures = {client.submit(fn, item, pure=False, **kwargs): i for i, item in enumerate(items)}
-        done = 0
-        show = show_progress()
-        with tqdm(total=len(items), desc=getattr(fn, "__name__", "tasks").strip("_"), unit="video", disable=not show,
-                  dynamic_ncols=True) as bar:
-            for future in as_completed(futures):
-                index = futures[future]
-                try:
-                    results[index] = future.result()
-                except Exception as err:  # noqa: BLE001 - every escaped failure becomes that video's status row
-                    log.error("task for %r failed: %s: %s", items[index], type(err).__name__, err)
-                    results[index] = on_error(items[index], err)
-                done += 1
-                bar.update()
-                if not show:  # logs stand in for the bar where nobody watches a terminal
-                    log.info("%d/%d done", done, len(items))
+    for index, result in imap_videos(fn, items, cluster, on_error, **kwargs):
+        results[index] = result
     return [r for r in results if r is not None]
 
 

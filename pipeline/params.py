@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from pipeline import registry
 
 __all__ = [
-    "ParamsError", "ClusterParams", "DemoParams", "SourcesParams", "DownloadParams", "TrimParams", "FacesParams",
-    "LabelParams", "ModelsParams", "ScoreParams", "AnnotateParams", "TrainParams", "EvaluateParams", "ReportParams",
+    "ParamsError", "ClusterParams", "CacheParams", "DemoParams", "SourcesParams", "DownloadParams", "TrimParams",
+    "FacesParams",
+    "LabelParams", "ModelsParams", "ScoreParams", "AnnotateParams", "ReviewParams", "TrainParams", "EvaluateParams",
+    "ReportParams",
     "Params",
     "PROJECT_PARAMS", "load", "load_params", "stage_params", "merge",
 ]
@@ -47,6 +52,30 @@ StrTuple = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
 FloatTuple = Annotated[tuple[float, ...], BeforeValidator(_as_tuple)]
 
 
+def _registered(*registries: registry.Registry) -> AfterValidator:
+    """A name that must be in one of ``registries`` (read from their source: no model code is imported)."""
+    def check(name: str) -> str:
+        problem = registry.unknown_name(name, *registries)
+        if problem:
+            raise PydanticCustomError("unknown_name", "{problem}", {"problem": problem})
+        return name
+
+    return AfterValidator(check)
+
+
+def _detector_chain(chain: str) -> str:
+    for name in chain.split("|"):  # as pipeline.faces.detectors.create_detector splits it
+        problem = registry.unknown_name(name.strip(), registry.DETECTORS, where=" in the chain" if "|" in chain else "")
+        if problem:
+            raise PydanticCustomError("unknown_name", "{problem}", {"problem": problem})
+    return chain
+
+
+DetectorChain = Annotated[str, AfterValidator(_detector_chain)]
+LandmarkModelName = Annotated[str, _registered(registry.LANDMARK_MODELS)]
+LabelModelName = Annotated[str, _registered(registry.LANDMARK_MODELS, registry.FIVE_POINT_MODELS)]
+
+
 class _Block(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -56,6 +85,10 @@ class ClusterParams(_Block):
     n_workers: PosInt
     threads_per_worker: PosInt
     memory_limit: str
+
+
+class CacheParams(_Block):
+    dir: str  # the per-video run cache (pipeline.runcache); relative = inside the project; $WFLWV_CACHE wins
 
 
 class DemoParams(_Block):
@@ -73,6 +106,7 @@ class DemoParams(_Block):
 
 class SourcesParams(_Block):
     list: str
+    media: str  # project folder (or file) holding the media behind file: URLs: a DVC dependency of the stage
     easy_ids: str | None
     hard_ids: str | None
     allow_file_urls: bool
@@ -94,6 +128,7 @@ class DownloadParams(_Block):
     allow_file_urls: bool
     timeout: Annotated[float, Field(gt=0)]
     licenses: StrTuple | None
+    source_check: Literal["none", "local", "remote"]  # which sources are re-checked before a download is reused
 
 
 class TrimParams(_Block):
@@ -104,7 +139,7 @@ class TrimParams(_Block):
 
 
 class FacesParams(_Block):
-    detector: str  # a registered detector name, or a fallback chain "a|b|c"
+    detector: DetectorChain  # a registered detector name, or a fallback chain "a|b|c"
     search_angles: FloatTuple
     detect_max_side: PosInt
     min_score: float | None
@@ -114,7 +149,7 @@ class FacesParams(_Block):
     min_track_frames: PosInt
     main_face: Literal["longest", "largest", "central"]
     cut_threshold: Annotated[float, Field(gt=0)]
-    track_landmarks: str | None
+    track_landmarks: LandmarkModelName | None
     landmark_min_confidence: Fraction
     smooth_window: PosInt
     smooth_sigma: NonNegFloat
@@ -122,7 +157,7 @@ class FacesParams(_Block):
 
 
 class LabelParams(_Block):
-    models: StrTuple
+    models: Annotated[tuple[LabelModelName, ...], BeforeValidator(_as_tuple)]
 
 
 class ModelsParams(_Block):
@@ -143,6 +178,16 @@ class ScoreParams(_Block):
 
 class AnnotateParams(_Block):
     export_dir: str
+    corrections: str  # folder of human corrections (`python -m pipeline.review import`); annotate depends on it
+    propagate_max_gap: NonNegInt  # corrections are interpolated only between corrected frames this close (frames)
+
+
+class ReviewParams(_Block):
+    export_dir: str  # images, Label Studio tasks and labelling config of `python -m pipeline.review export`
+    frames_per_video: NonNegInt  # at most this many uncertain or invalid frames per video, besides the keyframes
+    keyframe_step: PosInt  # keyframes spread over each video, at most this many frames apart
+    min_gap: NonNegInt  # chosen frames lie at least this many frames apart
+    image_url_prefix: str  # task image URL = prefix + the image's path relative to the project root
 
 
 class TrainParams(_Block):
@@ -175,6 +220,7 @@ class Params(_Block):
     """The whole file: every block must be present."""
 
     cluster: ClusterParams
+    cache: CacheParams
     demo: DemoParams
     sources: SourcesParams
     download: DownloadParams
@@ -184,6 +230,7 @@ class Params(_Block):
     models: ModelsParams
     score: ScoreParams
     annotate: AnnotateParams
+    review: ReviewParams
     train: TrainParams
     evaluate: EvaluateParams
     report: ReportParams

@@ -59,7 +59,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("official_subset", pa.string()),
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_line", pa.int32(), nullable=False),
-    ]),
+        pa.field("content_sha256", pa.string()),
+    ], content_sha256="SHA-256 of a project file behind a file: URL (null for web sources or a missing file): "
+                      "editing the file changes this manifest, so DVC re-runs the download"),
     "downloads": _schema("downloads", [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("url", pa.string(), nullable=False),
@@ -172,6 +174,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("instability", pa.float32()),
         pa.field("confidence", pa.float32()),
         pa.field("box_source", pa.string()),
+        pa.field("label_source", pa.string()),
     ], landmark_scheme="wflw98",
         landmarks="the robust family consensus, smoothed in time over valid frames (landmarks_raw: before smoothing); "
                   "NaN where no model labelled the frame",
@@ -179,7 +182,27 @@ SCHEMAS: dict[str, pa.Schema] = {
               "the points, and no collapse; invalid frames are kept with valid=false, never dropped (null: written by "
               "an older writer)",
         n_models="models that labelled this frame", support="per WFLW-98 point, families within the agreement "
-                                                              "distance of the consensus"),
+                                                              "distance of the consensus",
+        label_source="human (a person's points from corrections/, valid) | propagated (the pseudo-label plus the "
+                     "offsets of the two corrected frames around it, interpolated in time) | pseudo (the consensus "
+                     "alone); null: written by an older writer"),
+    "corrections": _schema("corrections", [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("landmarks", POINTS, nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("annotator", pa.string(), nullable=False),
+        pa.field("annotated_at", pa.string(), nullable=False),
+        pa.field("task_id", pa.int64()),
+        pa.field("annotation_id", pa.int64()),
+        pa.field("export_file", pa.string(), nullable=False),
+    ], landmark_scheme="wflw98", source="a Label Studio JSON export read by `python -m pipeline.review import`",
+        landmarks="a person's 98 points in clip-frame pixels; the annotate stage takes them for this frame",
+        annotator="who submitted the annotation (the export's completed_by: e-mail, else user id)",
+        annotated_at="when (the annotation's updated_at, else created_at, as the export writes it: ISO 8601); the "
+                     "latest correction of a frame wins",
+        task_id="Label Studio's task id", annotation_id="Label Studio's annotation id"),
     "video_status": _schema("video_status", [
         pa.field("stage", pa.string(), nullable=False),
         pa.field("video_id", pa.string(), nullable=False),

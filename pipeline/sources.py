@@ -15,14 +15,16 @@ Windows are 0-based, inclusive, decoded-frame indices of the source video.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 __all__ = [
-    "SourceRow", "SourceListError", "read_source_list", "safe_video_id", "check_url", "youtube_url", "ALLOWED_SCHEMES",
+    "SourceRow", "SourceListError", "read_source_list", "safe_video_id", "check_url", "local_file", "youtube_url",
+    "ALLOWED_SCHEMES",
 ]
 
 #: Video IDs become file names, so they are restricted to a safe alphabet (YouTube IDs fit it).
@@ -53,6 +55,8 @@ class SourceRow:
     official_subset: str | None
     source_file: str
     source_line: int
+    content_sha256: str | None = None  # project files (file: URLs) only: what the download must match
+
 
 
 def safe_video_id(video_id: str) -> str:
@@ -69,6 +73,26 @@ def check_url(url: str, allow_file_urls: bool = False) -> str:
     if scheme not in allowed:
         raise ValueError(f"URL scheme {scheme or '(none)'!r} is not allowed (allowed: {', '.join(allowed)}): {url!r}")
     return url
+
+
+def local_file(url: str, root: Path) -> Path | None:
+    """The project file a ``file:`` URL names (``file:data/x.mp4`` is relative to ``root``), or None for other URLs.
+
+    A path outside ``root`` once ``..`` is resolved (``file:../../etc``, an absolute path elsewhere) or a ``file:`` URL
+    naming a host raises ``ValueError``. Symlinks inside the project are followed as they are (DVC may link its cache
+    into the workspace).
+    """
+    parsed = urlparse(url)
+    if parsed.scheme.lower() != "file":
+        return None
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"file URL {url!r} names a host")
+    rest = unquote(parsed.path if url.lower().startswith("file://") else url[len("file:"):])
+    base = Path(os.path.abspath(root))
+    target = Path(os.path.normpath(base / rest))
+    if not target.is_relative_to(base):
+        raise ValueError(f"file URL {url!r} points outside the project folder")
+    return target
 
 
 def youtube_url(video_id: str) -> str:

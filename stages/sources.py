@@ -1,17 +1,42 @@
-"""Stage `sources`: validate a source list (project CSV or official WFLW-V text) into the sources manifest."""
+"""Stage `sources`: validate a source list (project CSV or official WFLW-V text) into the sources manifest.
+
+Project files behind ``file:`` URLs are hashed into the manifest, so editing one re-runs the download: DVC watches
+``sources.media`` (the folder holding them) as a dependency of this stage, and a re-hash costs a stat per unchanged
+file.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from pipeline.cli import run_stage, setup_logging, stage_parser
 from pipeline.manifest import write_rows
 from pipeline.params import stage_params
-from pipeline.sources import SourceListError, read_id_lists, read_source_list
+from pipeline.runcache import cache_root, file_digest
+from pipeline.sources import SourceListError, local_file, read_id_lists, read_source_list
 
 log = logging.getLogger("stages.sources")
+
+
+def _local(url: str) -> Path | None:
+    """The project file behind a ``file:`` URL; None for web URLs and for paths outside the project (the download
+    stage reports those rows)."""
+    try:
+        return local_file(url, Path.cwd())
+    except ValueError:
+        return None
+
+
+def _content_sha256(url: str, cache: Path) -> str | None:
+    """SHA-256 of the project file behind a ``file:`` URL (remembered by size and mtime), None otherwise or if missing:
+    the download stage then reports the row."""
+    path = _local(url)
+    if path is None or not path.is_file():
+        return None
+    return file_digest(path, cache)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for problem in problems:
         log.warning("dropped: %s", problem)
-    write_rows((asdict(r) for r in rows), "sources", args.out)
+    cache = cache_root(stage_params("cache", args.params).dir)
+    media = Path(p.media).resolve()
+    outside = [r.url for r in rows if (f := _local(r.url)) is not None and not f.is_relative_to(media)]
+    if outside:
+        log.warning("%d file: URL(s) point outside sources.media (%s), e.g. %s: DVC does not see edits to those "
+                    "files; set sources.media to the folder that holds them", len(outside), p.media, outside[0])
+    write_rows(({**asdict(r), "content_sha256": _content_sha256(r.url, cache)} for r in rows), "sources", args.out)
     log.info("sources: %d videos from %s (%d rows rejected)", len(rows), p.list, len(problems))
     return 0
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -158,19 +160,55 @@ def lock_outs(work: Path, stages: list[str]) -> dict[str, dict[str, str]]:
     return {s: {o["path"]: o["md5"] for o in lock[s]["outs"]} for s in stages}
 
 
+def timings(work: Path, stage: str) -> pd.DataFrame:
+    """The stage's per-video timings of its last run (``reused`` true/false)."""
+    return pd.read_csv(work / "logs" / "timings" / f"{stage}.csv")
+
+
+def set_params(work: Path, **blocks: dict) -> None:
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    for block, values in blocks.items():
+        raw[block].update(values)
+    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 @pytest.mark.chain
-def test_dataset_is_identical_with_one_worker_and_code_edits_invalidate(project, tmp_path):
-    """The same dataset from 1 worker as from 2 (byte for byte); editing consensus code invalidates its users."""
+def test_one_new_video_computes_only_that_video_and_equals_a_scratch_run(project, tmp_path):
+    """One more source row: trim, faces and label compute that video alone (the run cache reuses the others), and the
+    dataset is byte-identical to a from-scratch run of the same list with 1 worker instead of 2 and an empty cache.
+    Taking the row out again reuses everything and gives back the first run's dataset."""
+    work, env, _ = project
+    before = lock_outs(work, DATASET_STAGES)
+    twin = tmp_path / "twin"
+    shutil.copytree(work, twin, symlinks=True)
+    set_params(twin, demo={"n_clips": 5}, cluster={"n_workers": 1})
+    twin_env = {**env, "PYTHONPATH": str(twin), "WFLWV_CACHE": str(tmp_path / "empty_cache")}
+    log = run(["dvc", "repro", "annotate"], twin, twin_env)
+    assert all(f"Running stage '{s}'" in log for s in DATASET_STAGES)
+    assert not timings(twin, "label").reused.any()
+
+    listed = set(manifest(work, "sources").video_id)
+    set_params(work, demo={"n_clips": 5})
+    log = run(["dvc", "repro", "annotate"], work, env)
+    added = sorted(set(manifest(work, "sources").video_id) - listed)
+    assert len(added) == 1
+    for stage in ("trim", "faces", "label"):
+        assert timings(work, stage).query("not reused").video_id.tolist() == added, stage
+        assert re.search(rf"{stage}: .*\(\d+ reused, 1 computed\)", log), stage
+    assert lock_outs(work, DATASET_STAGES) == lock_outs(twin, DATASET_STAGES)
+
+    set_params(work, demo={"n_clips": 4})
+    run(["dvc", "repro", "annotate"], work, env)
+    assert all(timings(work, s).reused.all() for s in ("trim", "faces", "label"))
+    assert lock_outs(work, DATASET_STAGES) == before
+
+
+@pytest.mark.chain
+def test_code_edits_invalidate_the_stages_that_run_them(project, tmp_path):
     work, env, _ = project
     twin = tmp_path / "twin"
     shutil.copytree(work, twin, symlinks=True)
-    raw = yaml.safe_load((twin / "params.yaml").read_text())
-    raw["cluster"]["n_workers"] = 1
-    (twin / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     twin_env = {**env, "PYTHONPATH": str(twin)}
-    log = run(["dvc", "repro", "--force", "annotate"], twin, twin_env)
-    assert all(f"Running stage '{s}'" in log for s in DATASET_STAGES)
-    assert lock_outs(twin, DATASET_STAGES) == lock_outs(work, DATASET_STAGES)
     with (twin / "pipeline" / "landmarks" / "consensus.py").open("a") as fh:
         fh.write("# an edit\n")
     status = run(["dvc", "status"], twin, twin_env)
@@ -179,6 +217,66 @@ def test_dataset_is_identical_with_one_worker_and_code_edits_invalidate(project,
     # every stage that runs consensus code is stale (train/evaluate follow once annotate's output changes)
     assert {"score", "annotate", "report"} <= changed
     assert not changed & {"demo", "sources", "download", "trim", "faces", "label"}
+
+
+@pytest.mark.chain
+def test_cache_key_ingredients(project, tmp_path):
+    """Run the faces stage by hand in a copy: another stage's params reuse every video, one replaced clip recomputes
+    that clip alone, an edit of a module the stage imports recomputes every video."""
+    work, env, _ = project
+    twin = tmp_path / "twin"
+    shutil.copytree(work, twin, symlinks=True)
+    twin_env = {**env, "PYTHONPATH": str(twin)}
+    faces = [sys.executable, "-m", "stages.faces"]
+    clips = manifest(twin, "clips").query("status == 'ok'").sort_values("video_id")
+
+    set_params(twin, score={"n_hard": 1}, label={"models": ["dlib_68"]})
+    run(faces, twin, twin_env)
+    assert timings(twin, "faces").reused.all()
+
+    first, second = (twin / p for p in clips.path.iloc[:2])
+    shutil.copyfile(first, twin / "replacement.mp4")
+    os.replace(twin / "replacement.mp4", second)  # a new file: the cached clip it was linked to stays intact
+    run(faces, twin, twin_env)
+    assert timings(twin, "faces").query("not reused").video_id.tolist() == [clips.video_id.iloc[1]]
+
+    with (twin / "pipeline" / "faces" / "tracker.py").open("a") as fh:
+        fh.write("# an edit\n")
+    run(faces, twin, twin_env)
+    assert not timings(twin, "faces").reused.any() and len(timings(twin, "faces")) == len(clips)
+
+
+@pytest.mark.chain
+def test_a_killed_label_stage_resumes_with_what_it_finished(project, tmp_path):
+    """kill -9 of `dvc repro label` mid-stage after a change that invalidates every video: the rerun reuses the videos
+    finished before the kill, computes the rest, and writes what an uninterrupted run writes."""
+    work, env, _ = project
+    twin = tmp_path / "twin"
+    shutil.copytree(work, twin, symlinks=True)
+    set_params(twin, label={"models": ["dlib_68", "mediapipe_mesh_v2", "retinaface_5"]}, cluster={"n_workers": 1})
+    twin_env = {**env, "PYTHONPATH": str(twin)}
+    entries = twin / ".cache" / "runs" / "label"
+    known = set(entries.glob("??/*"))
+    n_videos = (manifest(twin, "faces_status").status == "ok").sum()
+    proc = subprocess.Popen(["dvc", "repro", "label"], cwd=twin, env=twin_env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(set(entries.glob("??/*")) - known) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(set(entries.glob("??/*")) - known)
+    assert 1 <= finished < n_videos, "the kill came too late to test a resume"
+    run(["dvc", "repro", "label"], twin, twin_env)
+    reused = timings(twin, "label").reused
+    assert reused.sum() >= finished and (~reused).sum() >= 1 and len(reused) == n_videos
+
+    scratch = tmp_path / "scratch"
+    shutil.copytree(twin, scratch, symlinks=True)
+    scratch_env = {**twin_env, "PYTHONPATH": str(scratch), "WFLWV_CACHE": str(tmp_path / "empty_cache")}
+    run(["dvc", "repro", "--force", "label"], scratch, scratch_env)
+    assert not timings(scratch, "label").reused.any()
+    assert lock_outs(scratch, ["label"]) == lock_outs(twin, ["label"])
 
 
 @pytest.mark.chain

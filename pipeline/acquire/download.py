@@ -9,9 +9,12 @@ trim stage cuts by decoded frame index. Per video:
 * transient failures (429, 5xx, timeouts, truncated bodies, network errors) are retried after an exponential
   backoff with jitter, never sooner than a ``Retry-After`` header asks;
 * the file is checked to hold a decodable video stream before it counts;
-* only then is it moved next to a record ``<id>.json`` keyed by (id, url, format selector): a later run reuses it
-  only if all three still match, else it downloads again. Failed and partial files never leave the staging folder,
-  which is deleted after every video and at the start of every run.
+* only then is it moved into the download store (``<cache>/downloads``, outside every tracked output) next to a
+  record ``<id>.json`` of (id, url, format selector) and of what the source was: a local file's size and SHA-256, an
+  HTTP server's validators (ETag, Last-Modified, Content-Length), or the extractor's video id, format id and size. A
+  later run reuses it only if the three keys match and the source is still the same (``download.source_check``:
+  local files are always checked, remote sources with ``remote``), else it downloads again and says why. Failed and
+  partial files never leave the staging folder, which is deleted after every video and at the start of every run.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import av
 
@@ -36,10 +40,11 @@ from pipeline.acquire.files import staging_dir
 from pipeline.acquire.ytdlp_run import TRANSIENT, classify_message
 from pipeline.manifest import atomic_path, sha256_file
 from pipeline.params import DownloadParams
-from pipeline.sources import SourceRow, check_url, safe_video_id
+from pipeline.runcache import file_digest
+from pipeline.sources import SourceRow, check_url, local_file, safe_video_id
 from pipeline.video import NoVideoStream, iter_frames, probe
 
-__all__ = ["download_video", "classify_message", "resolve_url", "backoff_seconds", "record_matches"]
+__all__ = ["download_video", "classify_message", "resolve_url", "backoff_seconds", "record_matches", "source_changed"]
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +55,10 @@ _JITTER = random.SystemRandom()
 
 
 def resolve_url(url: str, root: Path) -> str:
-    """Turn a ``file:`` URL into an absolute ``file://`` URL inside ``root``; other URLs pass unchanged.
-
-    ``file:data/x.mp4`` is relative to ``root`` (the project folder). A path outside ``root`` once ``..`` is
-    resolved (``file:../../etc``, an absolute path elsewhere) raises ``ValueError``. Symlinks inside the project
-    are followed as they are (DVC may link its cache into the workspace).
-    """
-    parsed = urlparse(url)
-    if parsed.scheme.lower() != "file":
-        return url
-    if parsed.netloc not in ("", "localhost"):
-        raise ValueError(f"file URL {url!r} names a host")
-    rest = unquote(parsed.path if url.lower().startswith("file://") else url[len("file:"):])
-    base = Path(os.path.abspath(root))
-    target = Path(os.path.normpath(base / rest))
-    if not target.is_relative_to(base):
-        raise ValueError(f"file URL {url!r} points outside the project folder")
-    return target.as_uri()
+    """Turn a ``file:`` URL into an absolute ``file://`` URL inside ``root``; other URLs pass unchanged (see
+    :func:`pipeline.sources.local_file`: a path outside ``root`` raises ``ValueError``)."""
+    target = local_file(url, root)
+    return url if target is None else target.as_uri()
 
 
 def backoff_seconds(retry: int, params: DownloadParams, retry_after: float | None = None) -> float:
@@ -205,22 +197,110 @@ def _forget(out_dir: Path, video_id: str, record: dict[str, Any] | None) -> None
         (out_dir / record["path"]).unlink(missing_ok=True)
 
 
-def _reuse(out_dir: Path, video_id: str, source: SourceRow, params: DownloadParams
-           ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``(row, record)``: the row of a finished download matching this source, else ``None`` and any old record."""
-    path = out_dir / f"{video_id}.json"
+def _reuse(store: Path, video_id: str, source: SourceRow, params: DownloadParams, root: Path, cache: Path
+           ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+    """``(row, record, why_not)``: the row of a finished download that is still this source, else ``None``, any old
+    record and why it is not reused (``None`` when there was nothing to reuse)."""
+    path = store / f"{video_id}.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, None
+        return None, None, None
     if not isinstance(record, dict):
-        return None, None
-    media = out_dir / str(record.get("path", ""))
-    if (record_matches(record, source, params) and record.get("status") == "ok" and media.is_file()
-            and media.stat().st_size == record.get("bytes")):
-        row = {k: v for k, v in record.items() if k != "format"}
-        return {**row, "path": str(media)}, record
-    return None, record
+        return None, None, None
+    media = store / str(record.get("path", ""))
+    if not (record.get("status") == "ok" and media.is_file() and media.stat().st_size == record.get("bytes")):
+        return None, record, "the stored file is incomplete"
+    if not record_matches(record, source, params):
+        return None, record, "the url or download.format changed"
+    changed = source_changed(record, source, params, root, cache)
+    if changed:
+        return None, record, f"source changed: {changed}"
+    row = {k: v for k, v in record.items() if k not in ("format", "source")}
+    return {**row, "path": str(media)}, record, None
+
+
+def source_changed(record: dict[str, Any], source: SourceRow, params: DownloadParams, root: Path,
+                   cache: Path) -> str | None:
+    """Why the source is no longer what ``record`` fetched, or None if it still is (as far as
+    ``download.source_check`` looks: local files always; remote sources only with ``remote``)."""
+    then = record.get("source") or {}
+    if params.source_check == "none":
+        return None
+    if urlparse(source.url).scheme.lower() == "file":
+        try:
+            now = _local_identity(source, root, cache)
+        except (OSError, ValueError) as err:
+            return f"cannot read it ({err})"
+        return _difference(then, now)
+    if params.source_check != "remote":
+        return None
+    remote = _remote_identity(then, source, params)
+    return None if remote is None else _difference(then, remote)
+
+
+def _difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) != now.get(key):
+            return f"{key} {then.get(key)!r} -> {now.get(key)!r}"
+    return None
+
+
+def _local_identity(source: SourceRow, root: Path, cache: Path) -> dict[str, Any]:
+    """A project file's size and SHA-256 (remembered by size, mtime and inode, so a check costs a stat)."""
+    path = local_file(source.url, root)
+    assert path is not None  # a file: URL
+    return {"kind": "file", "bytes": path.stat().st_size, "sha256": file_digest(path, cache)}
+
+
+def _http_validators(url: str, timeout: float) -> dict[str, Any] | None:
+    """The validators an HTTP(S) server gives for ``url`` (HEAD: ETag, Last-Modified, Content-Length), or None
+    when the server cannot be asked (then nothing is concluded)."""
+    if urlparse(url).scheme.lower() not in ("http", "https"):
+        return None
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "wflwv-pipeline"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, above
+            headers = response.headers
+    except (OSError, ValueError) as err:
+        log.info("%s: HEAD failed (%s); the source is not checked", url, err)
+        return None
+    return {"kind": "http", "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified"),
+            "content_length": headers.get("Content-Length")}
+
+
+def _extractor_identity(info: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "extractor", "extractor": info.get("extractor_key"), "id": info.get("id"),
+            "format_id": None if info.get("format_id") is None else str(info["format_id"]),
+            "filesize": info.get("filesize") or info.get("filesize_approx")}
+
+
+def _remote_identity(then: dict[str, Any], source: SourceRow, params: DownloadParams) -> dict[str, Any] | None:
+    """What a remote source is now, asked the way ``then`` was recorded (None: could not ask)."""
+    if then.get("kind") == "http":
+        return _http_validators(source.url, params.timeout)
+    if then.get("kind") != "extractor":
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="probe-") as folder:
+        job = {**_job(source, source.url, Path(folder), params, None), "probe": True}
+        result = _attempt(job, Path(folder), time.monotonic() + params.max_seconds, params)
+    if result.get("status") != "ok":
+        log.info("%s: metadata probe failed (%s); the source is not checked", source.video_id, result.get("status"))
+        return None
+    return _extractor_identity(result.get("info") or {})
+
+
+def _source_identity(source: SourceRow, url: str, info: dict[str, Any], params: DownloadParams, root: Path,
+                     cache: Path) -> dict[str, Any]:
+    """What was fetched, recorded to decide later reuse: a local file's content, an HTTP server's validators or the
+    extractor's video id, format and size."""
+    if urlparse(source.url).scheme.lower() == "file":
+        return _local_identity(source, root, cache)
+    if info.get("extractor_key") in (None, "Generic"):  # a plain file on a web server
+        return _http_validators(url, params.timeout) or {"kind": "http"}
+    return _extractor_identity(info)
 
 
 def _licence_row(row: dict[str, Any], params: DownloadParams) -> dict[str, Any]:
@@ -231,21 +311,28 @@ def _licence_row(row: dict[str, Any], params: DownloadParams) -> dict[str, Any]:
     return row
 
 
-def download_video(source: SourceRow, out_dir: Path, params: DownloadParams, root: Path) -> dict[str, Any]:
-    """Download one source video; return its ``downloads`` row. Never raises for a bad video."""
+def download_video(source: SourceRow, store: Path, params: DownloadParams, root: Path, cache: Path
+                   ) -> dict[str, Any]:
+    """Download one source video into ``store`` (reusing what is still the source); return its ``downloads`` row
+    (plus ``note`` and ``seconds`` for the log). Never raises for a bad video."""
     started = time.monotonic()
-    video_id = safe_video_id(source.video_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reused, record = _reuse(out_dir, video_id, source, params)
+    try:
+        video_id = safe_video_id(source.video_id)
+    except ValueError as err:
+        return {"video_id": source.video_id, "url": source.url, "status": "download_error", "error": str(err),
+                "seconds": 0.0}
+    store.mkdir(parents=True, exist_ok=True)
+    reused, record, why_not = _reuse(store, video_id, source, params, root, cache)
     if reused is not None:
-        return {**_licence_row(reused, params), "seconds": round(time.monotonic() - started, 3)}
-    _forget(out_dir, video_id, record)
-    staging = staging_dir(out_dir, video_id)
+        return {**_licence_row(reused, params), "note": "reused", "seconds": round(time.monotonic() - started, 3)}
+    _forget(store, video_id, record)
+    staging = staging_dir(store, video_id)
     shutil.rmtree(staging, ignore_errors=True)
     _make_staging(staging)
     row: dict[str, Any] = {"video_id": video_id, "url": source.url, "path": None, "attempts": 0}
     try:
-        row.update(_download(source, video_id, out_dir, staging, params, root, started + params.max_seconds, row))
+        row.update(_download(source, video_id, store, staging, params, root, cache, started + params.max_seconds,
+                             row))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -255,12 +342,25 @@ def download_video(source: SourceRow, out_dir: Path, params: DownloadParams, roo
     if row["status"] != "ok":
         log.warning("%s: download failed (%s) after %d attempt(s): %s", video_id, row["status"], row["attempts"],
                     row["error"])
+    elif why_not:
+        log.info("%s: downloaded again: %s", video_id, why_not)
+    row["note"] = f"redownloaded: {why_not}" if why_not and record is not None else "downloaded"
     row["seconds"] = round(time.monotonic() - started, 3)
     return row
 
 
+def _job(source: SourceRow, url: str, staging: Path, params: DownloadParams, cookiefile: Path | None
+         ) -> dict[str, Any]:
+    return {"url": url, "source_url": source.url, "video_id": source.video_id, "staging": str(staging),
+            "format": params.format, "retries": params.retries, "timeout": params.timeout,
+            "allow_file_urls": params.allow_file_urls, "sleep_interval": params.sleep_interval,
+            "max_sleep_interval": params.max_sleep_interval, "ratelimit": params.ratelimit,
+            "cookiefile": str(cookiefile) if cookiefile else None, "max_bytes": params.max_bytes,
+            "licenses": list(params.licenses) if params.licenses is not None else None}
+
+
 def _download(source: SourceRow, video_id: str, out_dir: Path, staging: Path, params: DownloadParams, root: Path,
-              deadline: float, row: dict[str, Any]) -> dict[str, Any]:
+              cache: Path, deadline: float, row: dict[str, Any]) -> dict[str, Any]:
     """The attempt loop; returns the row's remaining fields. ``row["attempts"]`` is updated as it goes."""
     try:
         url = resolve_url(check_url(source.url, params.allow_file_urls), root)
@@ -273,12 +373,7 @@ def _download(source: SourceRow, video_id: str, out_dir: Path, staging: Path, pa
             shutil.copyfile(root / params.cookiefile, cookiefile)
         except OSError as err:
             return {"status": "download_error", "error": f"download.cookiefile {params.cookiefile}: {err.strerror}"}
-    job = {"url": url, "source_url": source.url, "video_id": video_id, "staging": str(staging),
-           "format": params.format, "retries": params.retries, "timeout": params.timeout,
-           "allow_file_urls": params.allow_file_urls, "sleep_interval": params.sleep_interval,
-           "max_sleep_interval": params.max_sleep_interval, "ratelimit": params.ratelimit,
-           "cookiefile": str(cookiefile) if cookiefile else None, "max_bytes": params.max_bytes,
-           "licenses": list(params.licenses) if params.licenses is not None else None}
+    job = _job(source, url, staging, params, cookiefile)
     result: dict[str, Any] = {}
     for attempt in range(1, params.retries + 2):
         row["attempts"] = attempt
@@ -292,7 +387,7 @@ def _download(source: SourceRow, video_id: str, out_dir: Path, staging: Path, pa
             break
         log.info("%s: %s, retry %d in %.1f s", video_id, result["status"], attempt, wait)
         time.sleep(wait)
-    fields = _provenance(result)
+    fields = _provenance(result, source)
     if result["status"] != "ok":
         return {**fields, "status": result["status"], "error": result["message"][:2000]}
     staged = Path(result["path"])
@@ -300,19 +395,27 @@ def _download(source: SourceRow, video_id: str, out_dir: Path, staging: Path, pa
         facts = _check_media(staged, params.max_bytes)
     except _Refused as err:
         return {**fields, "status": err.status, "error": str(err)}
+    try:
+        identity = _source_identity(source, url, result.get("info") or {}, params, root, cache)
+    except (OSError, ValueError) as err:
+        return {**fields, "status": "download_error", "error": f"cannot read the source after download: {err}"}
     final = out_dir / _media_name(video_id, staged)
     os.replace(staged, final)
     done = {**row, **fields, **facts, "status": "ok", "error": None, "path": str(final),
             "bytes": final.stat().st_size, "sha256": sha256_file(final)}
     with atomic_path(out_dir / f"{video_id}.json") as tmp:  # the file name only: the folder may move
-        tmp.write_text(json.dumps({**done, "path": final.name, "format": params.format}, indent=1))
+        tmp.write_text(json.dumps({**done, "path": final.name, "format": params.format, "source": identity},
+                                  indent=1))
     return _licence_row(done, params)
 
 
-def _provenance(result: dict[str, Any]) -> dict[str, Any]:
+def _provenance(result: dict[str, Any], source: SourceRow) -> dict[str, Any]:
+    """What yt-dlp says the video is. For a project file: its project-relative URL (never the checkout's absolute
+    path), and no upload date (yt-dlp would report the file's mtime, the day it was built)."""
     info = result.get("info") or {}
+    local = urlparse(source.url).scheme.lower() == "file"
     return {"ytdlp_version": result.get("ytdlp_version"), "extractor": info.get("extractor_key"),
             "format_id": None if info.get("format_id") is None else str(info["format_id"]),
             "license": info.get("license"), "uploader": info.get("uploader"),
-            "upload_date": info.get("upload_date"), "title": info.get("title"),
-            "webpage_url": info.get("webpage_url")}
+            "upload_date": None if local else info.get("upload_date"), "title": info.get("title"),
+            "webpage_url": source.url if local else info.get("webpage_url")}

@@ -64,3 +64,43 @@ def test_error_messages_name_project_files_relative_to_the_project(tmp_path, mon
                "downloads", tmp_path / "d.parquet")
     assert read_table(tmp_path / "d.parquet", "downloads").column("error")[0].as_py() == (
         "no such file: 'data/raw/gone.mp4'")
+
+
+def test_manifest_writer_streams_one_video_per_row_group(tmp_path):
+    from pipeline.manifest import ManifestWriter, iter_videos, read_video
+
+    path = tmp_path / "landmarks.parquet"
+    with ManifestWriter(path, "landmarks", metadata={"produced_by": "test"}) as writer:
+        for vid, frames in (("a", [1, 0]), ("b", []), ("c", [0, 1, 2])):
+            writer.write([landmark_row(vid, f) for f in frames])
+    table = read_table(path, "landmarks")
+    assert table.schema.metadata[b"produced_by"] == b"test" and table.num_rows == 5
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(path).num_row_groups == 2  # one per video with rows
+    videos = [(vid, t.column("frame").to_pylist()) for vid, t in iter_videos(path, "landmarks", columns=["frame"])]
+    assert videos == [("a", [0, 1]), ("c", [0, 1, 2])]
+    assert read_video(path, "landmarks", "c").column("frame").to_pylist() == [0, 1, 2]
+    assert read_video(path, "landmarks", "b").num_rows == 0
+    assert duckdb.sql(f"select count(distinct video_id) from '{path}'").fetchall()[0][0] == 2
+
+
+def test_an_empty_stream_is_a_manifest_with_its_schema_and_a_failed_one_leaves_nothing(tmp_path):
+    from pipeline.manifest import ManifestWriter
+
+    with ManifestWriter(tmp_path / "faces.parquet", "faces"):
+        pass
+    assert read_table(tmp_path / "faces.parquet", "faces").num_rows == 0
+    with pytest.raises(RuntimeError), ManifestWriter(tmp_path / "x.parquet", "landmarks") as writer:
+        writer.write([landmark_row("a", 0)])
+        raise RuntimeError("killed mid-stage")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.parquet"]
+
+
+def test_a_file_not_in_video_order_is_refused_by_the_streaming_reader(tmp_path):
+    from pipeline.manifest import ManifestError, iter_videos
+
+    path = tmp_path / "landmarks.parquet"
+    write_rows([landmark_row("a", 0), landmark_row("b", 0), landmark_row("a", 1)], "landmarks", path)
+    with pytest.raises(ManifestError, match="not contiguous"):
+        list(iter_videos(path, "landmarks"))
