@@ -104,5 +104,45 @@ def test_stage_cli_reports_bad_params_in_one_line(tmp_path, stage):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("block, key, value, message", [
+    ("faces", "detector", "retina_face", "unknown face detector 'retina_face' (did you mean 'retinaface'? known: "),
+    ("faces", "detector", "retinaface|blazeface_ful|dlib_hog",
+     "unknown face detector 'blazeface_ful' in the chain (did you mean 'blazeface_full'? known: "),
+    ("faces", "detector", "retinaface||dlib_hog", "unknown face detector '' in the chain (known: "),
+    ("faces", "track_landmarks", "mediapipe_mesh", "unknown landmark model 'mediapipe_mesh' (did you mean "),
+    ("label", "models", ["dlib_68", "retinaface_5", "mediapipe_mesh_v3"],
+     "unknown landmark model or five-point model 'mediapipe_mesh_v3' (did you mean 'mediapipe_mesh_v2'? known: "),
+], ids=["detector", "chain_member", "empty_chain_member", "follower", "label_model"])
+def test_unknown_model_names_are_refused_when_params_load(tmp_path, block, key, value, message):
+    path = write_params(tmp_path, lambda raw: raw[block].update({key: value}))
+    bad = value[-1] if isinstance(value, list) else value
+    loc = f"{block}.{key}.{len(value) - 1}" if isinstance(value, list) else f"{block}.{key}"
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}:{_line(path, bad)}: {loc}: {message}"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_registered_names_pass_and_loading_params_imports_no_model_code(tmp_path):
+    path = write_params(tmp_path, lambda raw: raw["faces"].update(detector="scrfd | dlib_hog", track_landmarks=None))
+    assert load_params(path).faces.detector == "scrfd | dlib_hog"
+    heavy = ["cv2", "torch", "onnxruntime", "ai_edge_litert", "dlib", "insightface"]
+    code = (f"import sys; from pipeline.params import load_params; load_params({str(PROJECT_PARAMS)!r}); "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr[-2000:]
+
+
+def test_a_stage_given_an_unknown_detector_stops_before_any_work(tmp_path):
+    path = write_params(tmp_path, lambda raw: raw["faces"].update(detector="retina_face"))
+    result = subprocess.run([sys.executable, "-m", "stages.faces", "--params", str(path)], cwd=ROOT,
+                            capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}:{_line(path, 'retina_face')}: faces.detector: unknown face detector "
+                           "'retina_face' (did you mean 'retinaface'? known: ")
+
+
 def _line(path: Path, text: str) -> int:
     return next(i for i, t in enumerate(path.read_text().splitlines(), 1) if text in t)
