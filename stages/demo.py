@@ -6,8 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.cli import run_stage, setup_logging, stage_parser
-from pipeline.demo.build import build_demo
+from pipeline.cli import OutputError, run_stage, setup_logging, stage_parser
+from pipeline.demo.build import OutsideProject, build_demo
 from pipeline.params import stage_params
 
 
@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="data/demo", help="output folder (raw/, sources.csv, truth.parquet)")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    summary = build_demo(Path(args.out), stage_params("demo", args.params), root=Path.cwd())
+    try:
+        summary = build_demo(Path(args.out), stage_params("demo", args.params), root=Path.cwd())
+    except OutsideProject as err:
+        raise OutputError(str(err)) from None
     logging.getLogger("stages").info("demo: %s", summary)
     return 0
 

@@ -30,7 +30,7 @@ from pipeline.manifest import atomic_path, write_rows
 from pipeline.params import DemoParams
 from pipeline.video import VideoWriter
 
-__all__ = ["Difficulty", "LEVELS", "SCENARIOS", "build_demo"]
+__all__ = ["Difficulty", "LEVELS", "SCENARIOS", "OutsideProject", "build_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +171,22 @@ def _plan(params: DemoParams, pool: list[str], stills: list[str],
     return plan
 
 
+class OutsideProject(ValueError):
+    """The demo's output folder lies outside the project (checked before any work)."""
+
+
 def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
     """Write ``raw/<id>.mp4`` source videos, ``sources.csv`` and ``truth.parquet`` under ``out_dir``.
 
     Returns a summary (counts per media and level).
+
+    Raises:
+        OutsideProject: ``out_dir`` is not inside ``root``.
     """
     out_dir, root = out_dir.resolve(), root.resolve()
     if not out_dir.is_relative_to(root):
-        raise ValueError(f"--out {out_dir}: the demo must be built inside the project folder {root} "
-                         "(its source list holds project-relative file: URLs)")
+        raise OutsideProject(f"--out {out_dir}: the demo must be built inside the project folder {root} "
+                             "(its source list holds project-relative file: URLs)")
     rng = np.random.default_rng(params.seed)
     references = reference.load()
     carphone = load_carphone()
