@@ -28,7 +28,7 @@ __all__ = [
     "LabelParams", "ModelsParams", "ScoreParams", "AnnotateParams", "ReviewParams", "TrainParams", "EvaluateParams",
     "ReportParams",
     "Params",
-    "PROJECT_PARAMS", "load", "load_params", "stage_params", "merge",
+    "PROJECT_PARAMS", "load", "load_params", "stage_params", "merge", "apply_profile",
 ]
 
 #: The project's own params file (tests and library helpers use it; stages take ``--params``).
@@ -330,6 +330,65 @@ def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sets(overlay: Any, loc: tuple[Any, ...]) -> bool:
+    """Whether ``overlay`` holds the value at key path ``loc`` (so a problem there is the overlay's)."""
+    for key in loc:
+        if isinstance(overlay, dict) and key in overlay:
+            overlay = overlay[key]
+        elif isinstance(overlay, list) and isinstance(key, int) and key < len(overlay):
+            overlay = overlay[key]
+        else:
+            return False
+    return True
+
+
+def _merge_into(document: Any, overlay: dict[str, Any]) -> None:
+    """:func:`merge` in place, on a ruamel round-trip document: what the overlay does not set keeps its comments."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(document.get(key), dict):
+            _merge_into(document[key], value)
+        else:
+            document[key] = value
+
+
+def apply_profile(params: Path, profile: Path) -> None:
+    """Merge ``profile`` into ``params`` and rewrite it (comments and layout kept) if the result is valid.
+
+    A problem is reported at its own file and line: the profile's where the profile sets the key, else the params
+    file's.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
+    from pipeline.manifest import atomic_path
+
+    base, overlay = load(params), load(profile)
+    merged = merge(base, overlay)
+    try:
+        Params.model_validate(merged)
+    except ValidationError as err:
+        loc = tuple(x for x in err.errors()[0]["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        blamed = profile if _sets(overlay, loc) else params
+        raise ParamsError(_describe(blamed, blamed.read_text(encoding="utf-8"), err)) from None
+    round_trip = YAML()  # keeps comments, key order, quotes and flow lists of what the profile leaves alone
+    round_trip.preserve_quotes = True
+    round_trip.width = 4096  # never fold a long value onto a second line
+    round_trip.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    document = round_trip.load(params.read_text(encoding="utf-8"))
+    _merge_into(document, round_trip.load(profile.read_text(encoding="utf-8")))
+    text = io.StringIO()
+    round_trip.dump(document, text)
+    written = yaml.safe_load(text.getvalue())
+    if written != merged:  # ruamel reads YAML 1.2, PyYAML 1.1: a few unquoted scalars (yes/no, 0o10) differ
+        key = next(k for k in merged if written.get(k) != merged[k])
+        raise ParamsError(f"{params}: {key}: the rewritten file would read differently from the merged values; "
+                          f"quote ambiguous scalars (yes/no, octal numbers) in {profile} or {params}")
+    with atomic_path(params) as tmp:
+        tmp.write_text(text.getvalue(), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Apply a profile overlay to params.yaml, or check params.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -341,12 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "apply":
-            merged = merge(load(args.params), load(args.profile))
-            validate(merged, f"{args.params} + {args.profile}")
-            from pipeline.manifest import atomic_path
-
-            with atomic_path(args.params) as tmp:
-                tmp.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
+            apply_profile(args.params, args.profile)
         load_params(args.params)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)

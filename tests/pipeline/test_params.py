@@ -93,6 +93,35 @@ def test_apply_profile_writes_only_valid_results(tmp_path, capsys):
     assert "faces.max_gap" in capsys.readouterr().err
 
 
+def test_apply_names_the_profiles_own_line_or_the_params_files(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(PROJECT_PARAMS.read_text())
+    profile = tmp_path / "bad_profile.yaml"
+    profile.write_text("score:\n  n_hard: 3\nfaces:\n  max_gap: -1\n")
+    assert main(["apply", str(profile), "--params", str(params)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {profile}:4: faces.max_gap: input should be greater than")
+    params.write_text(PROJECT_PARAMS.read_text().replace("  crf: ", "  crf: -", 1))  # a fault the profile leaves
+    assert main(["apply", str(profile), "--params", str(params)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {params}:{_line(params, 'crf: -')}: trim.crf: ")
+
+
+def test_apply_keeps_the_comments_and_layout_of_params_yaml(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(PROJECT_PARAMS.read_text())
+    before = params.read_text().splitlines()
+    profile = ROOT / "profiles" / "wflw_v.yaml"
+    assert main(["apply", str(profile), "--params", str(params)]) == 0
+    after = params.read_text().splitlines()
+    assert yaml.safe_load(params.read_text()) == merge(yaml.safe_load(PROJECT_PARAMS.read_text()),
+                                                       yaml.safe_load(profile.read_text()))
+    assert len(after) == len(before)
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert changed and all(a.split(":")[0] == b.split(":")[0] for a, b in changed)  # only values changed
+    assert all(a.partition(" # ")[2].strip() == b.partition(" # ")[2].strip() or "#" not in a for a, b in changed)
+    assert [line for line in before if line.lstrip().startswith("#")] == [
+        line for line in after if line.lstrip().startswith("#")]
+
+
 @pytest.mark.parametrize("stage", ["sources", "faces", "score"])
 def test_stage_cli_reports_bad_params_in_one_line(tmp_path, stage):
     path = write_params(tmp_path, lambda raw: raw[stage].update(surprise=1))
