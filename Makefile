@@ -8,7 +8,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Stages and tests run from the project root, which is how `pipeline`, `stages` and `ldeq` are found.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup models demo test lint clean-demo
+.PHONY: setup models demo test test-review lint clean-demo
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# The review round trip against a real Label Studio (own venv under .cache/, installed on first use; minutes).
+# WFLWV_RECORD_FIXTURES=1 make test-review re-records tests/fixtures/review/labelstudio_export.json.
+test-review: setup
+	$(BIN)/python -m pytest -q -m labelstudio tests/pipeline/test_review_labelstudio.py
 
 clean-demo:
 	rm -rf data manifests/*.parquet models metrics plots report

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NUM_POINTS", "FLIP_PERMUTATION", "WFLW_TO_IBUG68", "INTEROCULAR", "flip_points"]
+__all__ = ["NUM_POINTS", "FLIP_PERMUTATION", "WFLW_TO_IBUG68", "INTEROCULAR", "REGION_POINTS", "POINT_NAMES",
+           "flip_points"]
 
 NUM_POINTS = 98
 
@@ -34,6 +35,28 @@ WFLW_TO_IBUG68 = np.array(
     dtype=np.int64,
 )
 
+
+#: Named regions of the layout, in point order. "left"/"right" are as seen in the image (point 60 is the outer corner
+#: of the image-left eye, as in the WFLW annotation files); each region runs as the annotation files order it
+#: (contour from the image-left temple over the chin; upper brow edge, then lower; eyes from corner to corner
+#: clockwise; lips from the image-left mouth corner).
+REGION_POINTS: dict[str, range] = {
+    "contour": range(0, 33),
+    "left_brow": range(33, 42),
+    "right_brow": range(42, 51),
+    "nose_bridge": range(51, 55),
+    "nose_base": range(55, 60),
+    "left_eye": range(60, 68),
+    "right_eye": range(68, 76),
+    "outer_lip": range(76, 88),
+    "inner_lip": range(88, 96),
+    "pupils": range(96, 98),
+}
+
+#: One name per point, ``<region>_<index within the region>``: ``contour_00`` … ``pupils_01`` (tools that show names,
+#: such as the review's Label Studio tasks, use these).
+POINT_NAMES: tuple[str, ...] = tuple(f"{region}_{k:02d}" for region, idx in REGION_POINTS.items()
+                                     for k in range(len(idx)))
 
 def flip_points(points: np.ndarray, width: float) -> np.ndarray:
     """Mirror WFLW-98 points (..., 98, 2) horizontally in an image of ``width`` pixels and re-order them.

@@ -33,7 +33,8 @@ __all__ = ["main", "manifest_summary", "explain_video", "parse_frames"]
 
 #: Columns whose value counts say something about a manifest (the first that exist are shown).
 COUNT_COLUMNS = ("stage", "status", "subset", "official_subset", "model", "family", "licence", "license",
-                 "detector", "source", "box_source", "valid", "decode_mode", "scenario", "difficulty")
+                 "detector", "source", "box_source", "label_source", "valid", "decode_mode", "scenario",
+                 "difficulty")
 
 
 def manifest_summary(path: Path, top: int = 12) -> list[str]:
@@ -172,7 +173,23 @@ def explain_video(video_id: str, manifests: Path, params: ScoreParams) -> list[s
     worst = scored[np.argsort(-u[scored], kind="stable")][:5]
     if worst.size:
         lines.append("  most uncertain frames: " + ", ".join(f"{k} ({u[k]:.3f})" for k in worst))
-    return lines
+    return lines + _label_source_lines(video_id, manifests)
+
+
+def _label_source_lines(video_id: str, manifests: Path) -> list[str]:
+    """How many of the video's annotated frames a person corrected, got a correction carried over, or are pseudo."""
+    path = manifests / "annotations.parquet"
+    if not path.is_file() or "label_source" not in pq.read_schema(path).names:
+        return []
+    ann = read_video_rows(path, "annotations", video_id, ["frame", "label_source"])
+    if ann is None or len(ann) == 0:
+        return []
+    sources = np.asarray([s or "pseudo" for s in ann.column("label_source").to_pylist()])
+    frames = np.asarray(ann.column("frame").to_numpy())
+    human = frames[sources == "human"]
+    return [f"  labels: {len(human)} human, {int((sources == 'propagated').sum())} propagated, "
+            f"{int((sources == 'pseudo').sum())} pseudo frames" + (f"; corrected: {_ranges(human)}" if human.size
+                                                                    else "")]
 
 
 def _valid_line(valid: np.ndarray) -> str:

@@ -130,9 +130,13 @@ def run_summary(inputs: ReportInputs) -> dict[str, Any]:
     if truth_path is not None and truth_path.is_file() and ann_path.is_file():
         ann = pd.read_parquet(ann_path)
         quality = label_quality(ann, pd.read_parquet(truth_path)).to_dict("records")
+    labels = None  # frames by label source: a person's (human), carried from corrections (propagated), pseudo
+    if ann_path.is_file() and "label_source" in pq.read_schema(ann_path).names:
+        sources = pd.read_parquet(ann_path, columns=["label_source"]).label_source.fillna("pseudo")
+        labels = {k: int((sources == k).sum()) for k in ("human", "propagated", "pseudo")}
     metrics = inputs.metrics / "evaluate.json"
     ldeq = _ldeq_rows(json.loads(metrics.read_text())) if metrics.is_file() else None
-    return {"status": status, "subsets": subsets, "label_quality": quality, "ldeq": ldeq}
+    return {"status": status, "subsets": subsets, "label_quality": quality, "labels": labels, "ldeq": ldeq}
 
 
 def write_run_metrics(summary: dict[str, Any], directory: Path) -> list[Path]:
@@ -175,6 +179,10 @@ def summary_lines(summary: dict[str, Any], report: Path | None = None) -> list[s
         lines.append(f"label NME % on the demo truth (valid frames): {levels}")
     else:
         lines.append("label quality: no demo truth or no annotations")
+    if summary.get("labels"):
+        n = summary["labels"]
+        lines.append(f"labels: {n['human']} human, {n['propagated']} propagated, {n['pseudo']} pseudo frames "
+                     "(review: python -m pipeline.review export|import)")
     if summary["ldeq"]:
         by = {(r["subset"], r["method"]): r for r in summary["ldeq"]}
         for subset in ("hard", "easy"):
@@ -287,6 +295,9 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
         if "valid" in ann:
             ann = ann.assign(valid=ann.valid.fillna(True).astype(bool))
             agg["valid_share"] = ("valid", "mean")
+        if "label_source" in ann:  # frames a person corrected, and those the corrections were carried to
+            ann = ann.assign(human=ann.label_source == "human", propagated=ann.label_source == "propagated")
+            agg.update(human=("human", "sum"), propagated=("propagated", "sum"))
         subsets = ann.groupby("subset").agg(**agg).reset_index()
         summary["subsets"] = subsets.to_dict("records")
         subsets_html = _table(subsets)

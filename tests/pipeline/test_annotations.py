@@ -6,7 +6,7 @@ import pytest
 from pipeline.annotations import video_annotations
 from pipeline.export import SPLIT_LISTS, SPLIT_TABLE, export_wflw_v, load_wflw_v, write_split
 from pipeline.landmarks.schemes import scheme_map, to_wflw98
-from pipeline.manifest import read_table, write_rows
+from pipeline.manifest import ManifestError, read_table, write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
 from pipeline.report import label_quality
 from pipeline.schemas import schema
@@ -146,7 +146,8 @@ def test_score_and_annotate_stages_end_to_end(tmp_path):
     params["annotate"]["export_dir"] = str(tmp_path / "export")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     landmarks, faces, clips, status = [], [], [], []
-    for vid, noise, invalid in (("calm", 0.3, ()), ("wild", 4.0, ()), ("gone", 0.3, tuple(range(N)))):
+    # in video-id order, as every stage writes its manifests (score and annotate stream them one video at a time)
+    for vid, noise, invalid in (("calm", 0.3, ()), ("gone", 0.3, tuple(range(N))), ("wild", 4.0, ())):
         rows = [dict(r, video_id=vid) for r in landmark_rows(MODELS, lost=invalid)]
         rng = np.random.default_rng(len(vid))
         for r in rows:  # families disagree by about `noise` px
@@ -176,3 +177,62 @@ def test_score_and_annotate_stages_end_to_end(tmp_path):
     assert points.shape == (N, 98, 2) and valid.shape == (N,)
     assert read_id_lists(tmp_path / "export" / SPLIT_LISTS["easy"], tmp_path / "export" / SPLIT_LISTS["hard"]) == {
         "wild": "hard", "calm": "easy"}
+
+
+def _rot(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def test_corrections_propagate_with_the_head_between_corrected_frames():
+    from pipeline.annotations import VideoCorrections, apply_corrections
+
+    rng = np.random.default_rng(3)
+    shape = rng.uniform(-40, 40, (98, 2))
+    bias = rng.normal(0, 3, (98, 2))  # the consensus' error, fixed on the face: it turns and scales with the head
+    n = 21
+    frames = np.arange(n)
+    pose = [(1 + 0.02 * k, _rot(0.04 * k), np.array([200.0 + 3 * k, 150.0 - k])) for k in frames]
+    truth = np.stack([s * shape @ r.T + t for s, r, t in pose])
+    pseudo = np.stack([s * (shape + bias) @ r.T + t for s, r, t in pose])
+    valid = np.ones(n, bool)
+    valid[[5, 13]] = False  # the families disagreed there: no anchor, but the offset is carried there
+    box = np.ones(n, bool)
+    box[18] = valid[18] = False  # the face left between 17 and 19: nothing is carried across
+    fixes = {f: truth[f] for f in (0, 10, 13, 16, 20)}
+    points, flags, source = apply_corrections("v", frames, pseudo, valid, box, VideoCorrections(fixes, 10))
+    assert [source[f] for f in frames] == (["human"] + ["propagated"] * 9 + ["human"] + ["propagated"] * 2
+                                           + ["human", "propagated", "propagated", "human"] + ["pseudo"] * 3
+                                           + ["human"])
+    assert flags[13] and not flags[5] and not flags[18]  # a person's frame is valid; a propagated one keeps its flag
+    between = [f for f in frames if source[f] == "propagated"]
+    assert np.abs(points[between] - truth[between]).max() < 1e-3  # exact: the offset turned and scaled with the head
+    # 10 → 16 spans the invalid frame 13: propagated around it from 10 and 16, while 13 itself is the person's
+    assert np.array_equal(points[13], truth[13].astype(np.float32))
+    assert np.array_equal(points[17:20][[0, 2]], pseudo[[17, 19]].astype(np.float32))
+    # beyond propagate_max_gap nothing is carried
+    _, _, far = apply_corrections("v", frames, pseudo, valid, box, VideoCorrections({0: truth[0], 20: truth[20]}, 10))
+    assert far.count("propagated") == 0 and far.count("human") == 2
+    with pytest.raises(ValueError, match=r"v: corrected frame\(s\) \[25\] are not frames of the clip \(21 frames\)"):
+        apply_corrections("v", frames, pseudo, valid, box, VideoCorrections({25: truth[0]}, 10))
+
+
+def test_read_corrections_latest_wins(tmp_path):
+    from pipeline.annotations import read_corrections
+
+    def row(frame, value, when):
+        return {"video_id": "v", "frame": frame, "landmarks": np.full((98, 2), value, np.float32), "width": 64,
+                "height": 48, "annotator": "a@b.c", "annotated_at": when, "task_id": 1, "annotation_id": 1,
+                "export_file": "x.json"}
+
+    write_rows([row(3, 1.0, "2026-05-02T10:00:00Z"), row(4, 2.0, "2026-05-01T10:00:00Z")], "corrections",
+               tmp_path / "a.parquet")
+    write_rows([row(3, 5.0, "2026-05-01T10:00:00+00:00"), row(4, 6.0, "2026-05-03T09:00:00+02:00")], "corrections",
+               tmp_path / "b.parquet")
+    (tmp_path / "README.md").write_text("not a manifest")
+    got = read_corrections(tmp_path)
+    assert sorted(got) == ["v"] and got["v"][3][0, 0] == 1.0 and got["v"][4][0, 0] == 6.0
+    assert read_corrections(tmp_path / "absent") == {}
+    write_rows([row(3, 1.0, "yesterday")], "corrections", tmp_path / "c.parquet")
+    with pytest.raises(ManifestError, match=r"c.parquet: row 0: annotated_at 'yesterday' is not an ISO 8601 time"):
+        read_corrections(tmp_path)
