@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.cluster import imap_videos
-from pipeline.manifest import ManifestError, ManifestWriter, atomic_path, write_rows
+from pipeline.manifest import ManifestError, ManifestWriter, OutputError, atomic_path, write_rows
 from pipeline.params import ClusterParams, ParamsError, load_params
 from pipeline.runcache import CachedVideo, StageCache, link_media, run_job
 
@@ -27,10 +27,6 @@ __all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "project
 #: Per-video wall times go here (untracked), not into the DVC-tracked manifests: they differ on every run, and a
 #: tracked output that changes on every run would make ``dvc.lock`` (and ``git status``) dirty after each repro.
 TIMINGS_DIR = Path("logs") / "timings"
-
-
-class OutputError(Exception):
-    """An output location cannot be written (a file in the way, no permission, disk full); names the path."""
 
 
 def run_stage(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
@@ -187,7 +183,7 @@ def run_cached_stage(stage: str, fn: Callable[..., dict[str, Any]], tasks: list[
     computed or reused, and the client's memory does not grow with the dataset.
     """
     log = logging.getLogger("stages")
-    check_outputs(outputs.paths(), [outputs.media_out] if outputs.media_out else [])
+    check_outputs(outputs.paths(), [cache.folder, *([outputs.media_out] if outputs.media_out else [])])
     cleared = cache.clear_abandoned()
     if cleared:
         log.info("%s: removed %d unfinished cache entries of killed runs", stage, cleared)

@@ -18,6 +18,7 @@ import dask
 from dask.distributed import Client, LocalCluster, as_completed, get_worker
 from tqdm import tqdm
 
+from pipeline.manifest import OutputError
 from pipeline.params import ClusterParams
 
 __all__ = ["dask_client", "imap_videos", "map_videos", "worker_cached", "show_progress"]
@@ -165,6 +166,8 @@ def imap_videos(
                 index = running.pop(future)
                 try:
                     result = future.result()
+                except OutputError:
+                    raise  # the run's output cannot be written: the stage ends in one line, not a video's row
                 except Exception as err:  # noqa: BLE001 - every escaped failure becomes that video's status row
                     log.error("task for %r failed: %s: %s", items[index], type(err).__name__, err)
                     result = on_error(items[index], err)

@@ -18,14 +18,19 @@ import pyarrow.parquet as pq
 from pipeline.schemas import SCHEMA_VERSION, STATUSES, schema
 
 __all__ = [
-    "ManifestError", "float_provenance", "atomic_path", "write_json", "sha256_file", "write_rows", "write_table",
-    "rows_table", "ManifestWriter", "read_table", "open_manifest", "iter_videos", "iter_joined", "read_video",
-    "points_array", "boxes_array", "rows_by_video",
+    "ManifestError", "OutputError", "float_provenance", "atomic_path", "write_json", "sha256_file", "write_rows",
+    "write_table", "rows_table", "ManifestWriter", "read_table", "open_manifest", "iter_videos", "iter_joined",
+    "read_video", "points_array", "boxes_array", "rows_by_video",
 ]
 
 
 class ManifestError(ValueError):
     """A manifest file is missing, unreadable or not the manifest expected; the message names the file."""
+
+
+class OutputError(Exception):
+    """An output location cannot be written (a file in the way, no permission, disk full): a fault of the run, never
+    of a video; the message names the path and the stage ends with it in one line."""
 
 
 class atomic_path:  # noqa: N801 - used as a context manager like open()

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.imports import import_closure
-from pipeline.manifest import float_provenance, rows_table, sha256_file, write_table
+from pipeline.manifest import OutputError, float_provenance, rows_table, sha256_file, write_table
 from pipeline.schemas import SCHEMA_VERSION
 
 __all__ = [
@@ -225,7 +225,10 @@ def run_cached(fn: Callable[..., dict[str, Any]], item: Any, cache: StageCache, 
     """
     tmp = cache.folder / ".tmp" / f"{key}~{_HOST}~{os.getpid()}~{uuid.uuid4().hex[:8]}"
     media = tmp / "media"
-    media.mkdir(parents=True)
+    try:
+        media.mkdir(parents=True)
+    except OSError as err:
+        raise OutputError(f"{cache.folder}: cannot write the run cache: {err.strerror or err}") from None
     try:
         result = fn(item, work_dir=media, **kwargs)
         status = dict(result["status"])
@@ -288,6 +291,8 @@ def link_media(files: Iterable[Path], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for src in files:
         target = out_dir / src.name
+        if target.exists() and os.path.samefile(src, target):
+            continue  # already this entry's file (renaming a link onto its own inode would be a no-op)
         tmp = out_dir / f".{src.name}.{uuid.uuid4().hex[:8]}.link"
         try:
             os.link(src, tmp)

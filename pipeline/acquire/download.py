@@ -102,7 +102,13 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _media_bytes(staging: Path) -> int:
-    return sum(p.stat().st_size for p in staging.glob("media*") if p.is_file())
+    total = 0
+    for p in staging.glob("media*"):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:  # yt-dlp renamed media.*.part to its final name between glob and stat
+            pass
+    return total
 
 
 def _attempt(job: dict[str, Any], staging: Path, deadline: float, params: DownloadParams) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
+from pipeline.manifest import OutputError  # one class for every output-side fault
+
 __all__ = ["STAGING", "OutputError", "staging_dir", "remove_stale"]
 
 #: Per-video working folders of the download stage, inside its media folder (same file system: moves are renames).
@@ -13,13 +15,6 @@ STAGING = ".staging"
 
 #: The temporary siblings :class:`pipeline.manifest.atomic_path` creates: ``.<name>.<8 random chars><suffix>``.
 _ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
-
-
-class OutputError(Exception):
-    """An output location cannot be written or cleared (a file in the way, no permission, disk full).
-
-    Never one video's status: the fault is the run's, so the stage stops with this one-line message naming the path.
-    """
 
 
 def staging_dir(media_dir: Path, video_id: str) -> Path:

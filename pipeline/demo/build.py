@@ -10,14 +10,19 @@ photometric damage but no geometric ground truth. Two deliberately broken source
 end) show that one bad video never stops a run.
 
 Every step is exact integer or IEEE-exact arithmetic (float paths and rotation matrices are quantised, blur runs on
-uint8, encoding is single-threaded from our own YUV conversion), so the demo is byte-identical on any x86-64 CPU.
+uint8, points are moved one IEEE operation at a time rather than by a BLAS product, the carphone frames are upscaled
+by our own integer bicubic rather than OpenCV's IPP-backed resize, encoding is single-threaded from our own YUV
+conversion), so the demo is byte-identical on any x86-64 CPU; ``expected_md5.txt`` lists every file's hash.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,58 @@ def _smooth_path(rng: np.random.Generator, n: int) -> np.ndarray:
     return _q(0.7 * np.sin(2 * np.pi * f1 * t + p1) + 0.3 * np.sin(2 * np.pi * f2 * t + p2))
 
 
+def _move(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Points (n, 2) through a 2×3 affine, one IEEE operation at a time: ``points @ A.T`` goes through BLAS, whose
+    kernel (FMA or not, summation order) OpenBLAS picks per CPU, and moved a landmark by one float32 step."""
+    x, y = points[:, 0], points[:, 1]
+    return np.stack([affine[0, 0] * x + affine[0, 1] * y + affine[0, 2],
+                     affine[1, 0] * x + affine[1, 1] * y + affine[1, 2]], axis=1)
+
+
+#: Fixed-point precision of the bicubic weights (OpenCV's INTER_RESIZE_COEF_BITS).
+_RESIZE_BITS = 11
+
+
+def _cubic(x: Fraction) -> Fraction:
+    """Keys' cubic convolution kernel with A = -3/4 (OpenCV's INTER_CUBIC), exact."""
+    a, x = Fraction(-3, 4), abs(x)
+    if x <= 1:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+    return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a if x < 2 else Fraction(0)
+
+
+@functools.lru_cache(maxsize=8)
+def _cubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices (n_out, 4), clamped at the borders, and integer weights (n_out, 4) summing to 2^_RESIZE_BITS
+    that resample n_in samples to n_out with pixel centres aligned; computed from exact rationals."""
+    one = 1 << _RESIZE_BITS
+    index, weight = np.empty((n_out, 4), np.intp), np.empty((n_out, 4), np.int64)
+    for d in range(n_out):
+        position = Fraction((2 * d + 1) * n_in - n_out, 2 * n_out)  # output pixel d's centre in source pixels
+        base = math.floor(position)
+        taps = [round(_cubic(position - (base + k)) * one) for k in (-1, 0, 1, 2)]
+        taps[int(np.argmax(taps))] += one - sum(taps)  # rounding residue to the largest tap, as OpenCV does
+        index[d] = np.clip(np.arange(base - 1, base + 3), 0, n_in - 1)
+        weight[d] = taps
+    return index, weight
+
+
+def _resize_cubic(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bicubic resize of an RGB uint8 image in exact integer arithmetic. ``cv2.resize(INTER_CUBIC)`` runs through
+    Intel IPP, whose AVX-512, AVX2 and SSE4.2 code paths (picked per CPU) round differently: a CPU without AVX-512
+    made other carphone frames and so other videos."""
+    (ix, wx), (iy, wy) = _cubic_taps(rgb.shape[1], width), _cubic_taps(rgb.shape[0], height)
+    src = rgb.astype(np.int64)
+    rows = np.zeros((rgb.shape[0], width, rgb.shape[2]), np.int64)
+    for k in range(4):
+        rows += src[:, ix[:, k]] * wx[None, :, k, None]
+    full = np.zeros((height, width, rgb.shape[2]), np.int64)
+    for k in range(4):
+        full += rows[iy[:, k]] * wy[:, k, None, None]
+    half = 1 << (2 * _RESIZE_BITS - 1)
+    return np.clip((full + half) >> (2 * _RESIZE_BITS), 0, 255).astype(np.uint8)
+
+
 def _exit_path(n: int) -> np.ndarray:
     """0 → 1 → 0 over n frames: out over 25-35 % of the clip, away until 70 %, back by 80 % (a cosine ramp)."""
     t = np.arange(n) / max(n - 1, 1)
@@ -125,11 +182,11 @@ def _still_video(still: Still, reference_points: np.ndarray, level: Difficulty, 
         affine = _q(affine)
         warped = cv2.warpAffine(still.rgb, affine, (p.width, p.height), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
-        moved = corners @ affine[:, :2].T + affine[:, 2]
+        moved = _move(corners, affine)
         box = np.concatenate([moved.min(axis=0), moved.max(axis=0)])
         frames.append(_damage(warped, level, k, n, paths, rng, box))
         boxes.append(box)
-        points.append(reference_points @ affine[:, :2].T + affine[:, 2])
+        points.append(_move(reference_points, affine))
     return frames, np.array(boxes, np.float32), np.array(points, np.float32)
 
 
@@ -146,11 +203,11 @@ def _carphone_video(carphone: np.ndarray, level: Difficulty, n: int, p: DemoPara
     order = np.concatenate([np.arange(len(carphone)), np.arange(len(carphone) - 2, 0, -1)])
     offset = int(rng.integers(0, len(order)))
     paths = {k: _smooth_path(rng, n) for k in ("light", "blur")}
-    scale = p.width / carphone.shape[2]
+    src_h, src_w = carphone.shape[1:3]
+    big_h = (2 * src_h * p.width + src_w) // (2 * src_w)  # the height that keeps the aspect ratio, rounded
     frames = []
     for k in range(n):
-        src = carphone[order[(offset + k) % len(order)]]
-        big = cv2.resize(src, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        big = _resize_cubic(carphone[order[(offset + k) % len(order)]], p.width, big_h)
         top = max(0, (big.shape[0] - p.height) // 2)
         canvas = np.zeros((p.height, p.width, 3), np.uint8)
         crop = big[top:top + p.height, : p.width]

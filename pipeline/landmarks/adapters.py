@@ -155,6 +155,7 @@ class LandmarkModel(ABC):
     def _box_from_points(self, points: np.ndarray, roll: float) -> np.ndarray:
         """The reference box from landmarks: their bounding box in the frame turned upright by ``roll`` about their
         centre, mapped by ``convention.from_points``; its centre is put back in the frame (its sides stay upright)."""
+        points = points.astype(np.float64)  # float32 sums would round differently on a canvas and on the frame
         centre = points.mean(axis=0)
         upright = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), roll, 1.0)
         turned = points @ upright[:, :2].T + upright[:, 2]

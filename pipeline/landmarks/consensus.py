@@ -35,7 +35,8 @@ from ldeq.wflw import INTEROCULAR
 from pipeline.landmarks.schemes import REGION_OF_POINT, REGIONS
 
 __all__ = ["consensus", "disagreement", "ConsensusModel", "RobustConsensus", "family_points", "robust_consensus",
-           "face_frames", "apply_offsets", "fit_offsets", "fit_weights", "load_consensus_model", "WEIGHTS_FILE"]
+           "face_frames", "apply_offsets", "fit_offsets", "fit_weights",
+           "leave_one_out", "load_consensus_model", "WEIGHTS_FILE"]
 
 #: Per-family, per-region weights and per-family offsets, measured by ``benchmarks/label_quality.py``.
 WEIGHTS_FILE = Path(__file__).resolve().parent / "weights.json"
@@ -302,21 +303,33 @@ def fit_offsets(points: np.ndarray, families: list[str], anchors: list[str],
     return out
 
 
+def leave_one_out(points: np.ndarray, families: list[str], model: ConsensusModel) -> np.ndarray:
+    """Per family, the robust consensus of the *other* families (F, K, 98, 2): a reference without ground truth
+    against which each family can be scored (agreement between independent families)."""
+    out = np.full(points.shape, np.nan)
+    for k in range(len(families)):
+        others = [i for i in range(len(families)) if i != k]
+        out[:, k] = robust_consensus(points[:, others], [families[i] for i in others], model).points
+    return out
+
+
 def fit_weights(points: np.ndarray, families: list[str], truth: np.ndarray, groups: np.ndarray | None = None,
                 floor: float = 0.02) -> dict[str, tuple[float, ...]]:
     """Per-family, per-region weights ∝ 1 / mean squared error against ``truth`` (F, 98, 2), normalised to max 1.
 
-    Errors are in inter-ocular units of the truth. With ``groups`` (F,) (a video id per frame), each family's mean
+    ``truth`` may instead be one reference per family (F, K, 98, 2), e.g. :func:`leave_one_out` (no ground truth).
+    Errors are in inter-ocular units of the reference. With ``groups`` (F,) (a video id per frame), each family's mean
     error per group and point is removed first, so a weight measures how much a family's labels scatter under
     degradation, not a constant offset of the reference it is compared with. ``floor`` (inter-ocular units) keeps a
     nearly perfect family from taking all the weight.
     """
     a, b = INTEROCULAR
-    iod = np.linalg.norm(truth[:, b] - truth[:, a], axis=-1)
     regions = list(REGIONS.values())
     raw = np.full((len(families), len(regions)), np.nan)
     for k in range(len(families)):
-        err = (points[:, k] - truth) / iod[:, None, None]  # (F, 98, 2)
+        ref = truth[:, k] if truth.ndim == 4 else truth
+        iod = np.linalg.norm(ref[:, b] - ref[:, a], axis=-1)
+        err = (points[:, k] - ref) / iod[:, None, None]  # (F, 98, 2)
         if groups is not None:
             for g in np.unique(groups):
                 sel = groups == g

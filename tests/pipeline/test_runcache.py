@@ -147,3 +147,13 @@ def test_a_damaged_entry_counts_as_missing(tmp_path, content):
     assert cache.lookup(key) is None and not cache.entry(key).exists()  # removed: the stage computes it again
     assert run_cached(_writer, {"video_id": "v", "n": 1}, cache, key, "video_status")["stored"]
     assert json.loads((cache.entry(key) / "status.json").read_text())["video_id"] == "v"
+
+
+def test_linking_the_same_file_twice_leaves_no_temporary(tmp_path):
+    src = tmp_path / "entry" / "clip.mp4"
+    src.parent.mkdir()
+    src.write_bytes(b"x")
+    out = tmp_path / "out"
+    link_media([src], out)
+    link_media([src], out)  # a rerun that reuses the entry
+    assert [p.name for p in out.iterdir()] == ["clip.mp4"]

@@ -30,6 +30,11 @@ from pipeline.sources import SourceRow
 FAST = dict(retries=1, backoff=0.1, backoff_max=1.0, max_seconds=60.0, timeout=5.0)
 
 
+def fetch(src, store, params, root):
+    """One video through the download store, file digests remembered beside it."""
+    return download_video(src, store, params, root, Path(root) / ".digests")
+
+
 def dl_params(**overrides):
     """The project's download params with test-sized waits, ``overrides`` validated like a params file."""
     return stage_params("download", PROJECT_PARAMS, **{**FAST, **overrides})
@@ -47,7 +52,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_direct_mp4_with_provenance_then_reuse_without_network(server, tmp_path):
-    row = download_video(source("v1", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
+    row = fetch(source("v1", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
     assert row["status"] == "ok", row["error"]
     assert row["extractor"].lower() == "generic" and row["attempts"] == 1
     assert Path(row["path"]) == tmp_path / "dl" / "v1.mp4" and row["bytes"] == Path(row["path"]).stat().st_size
@@ -58,26 +63,28 @@ def test_direct_mp4_with_provenance_then_reuse_without_network(server, tmp_path)
     record = json.loads((tmp_path / "dl" / "v1.json").read_text())
     assert record["path"] == "v1.mp4" and record["format"] == dl_params().format  # movable with its folder
     requests = len(server.requests)
-    again = download_video(source("v1", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
+    again = fetch(source("v1", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
     assert len(server.requests) == requests  # reused: no network
-    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in row.items() if k != "seconds"}
+    assert (row["note"], again["note"]) == ("downloaded", "reused")
+    same = {k: v for k, v in again.items() if k not in ("seconds", "note")}
+    assert same == {k: v for k, v in row.items() if k not in ("seconds", "note")}
     assert leftovers(tmp_path / "dl") == []
 
 
 def test_page_with_video_tag(server, tmp_path):
-    row = download_video(source("v2", server.url("page/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
+    row = fetch(source("v2", server.url("page/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
     assert row["status"] == "ok", row["error"]
     assert Path(row["path"]).suffix == ".mp4"
 
 
 def test_changed_url_or_format_downloads_again(server, tmp_path):
     out = tmp_path / "dl"
-    first = download_video(source("v", server.url("media/clip.mp4")), out, dl_params(), tmp_path)
-    changed = download_video(source("v", server.url("media/other.mp4")), out, dl_params(), tmp_path)
+    first = fetch(source("v", server.url("media/clip.mp4")), out, dl_params(), tmp_path)
+    changed = fetch(source("v", server.url("media/other.mp4")), out, dl_params(), tmp_path)
     assert changed["status"] == "ok" and changed["sha256"] != first["sha256"]
     assert (changed["width"], changed["height"]) == (32, 24)
     requests = len(server.requests)
-    reformatted = download_video(source("v", server.url("media/other.mp4")), out, dl_params(format="b/bv*"),
+    reformatted = fetch(source("v", server.url("media/other.mp4")), out, dl_params(format="b/bv*"),
                                  tmp_path)
     assert reformatted["status"] == "ok" and len(server.requests) > requests
     assert json.loads((out / "v.json").read_text())["format"] == "b/bv*"
@@ -85,7 +92,7 @@ def test_changed_url_or_format_downloads_again(server, tmp_path):
 
 
 def test_retry_after_is_honoured_and_the_first_request_is_retried(server, tmp_path):
-    row = download_video(source("r", server.url("flaky/429/1/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
+    row = fetch(source("r", server.url("flaky/429/1/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
     assert row["status"] == "ok", row["error"]
     assert row["attempts"] == 2
     first, second = server.times("flaky/429/1/clip.mp4")[:2]
@@ -101,7 +108,7 @@ def test_retry_after_is_honoured_and_the_first_request_is_retried(server, tmp_pa
     ("status/404/cookies-private-video.mp4", "unavailable", 1),  # words in a URL classify nothing
 ])
 def test_transient_failures_are_retried_final_ones_are_not(server, tmp_path, route, status, attempts):
-    row = download_video(source("t", server.url(route)), tmp_path / "dl", dl_params(retries=2), tmp_path)
+    row = fetch(source("t", server.url(route)), tmp_path / "dl", dl_params(retries=2), tmp_path)
     assert (row["status"], row["attempts"]) == (status, attempts), row["error"]
     assert leftovers(tmp_path / "dl") == []
     if status != "ok":
@@ -112,7 +119,7 @@ def test_transient_failures_are_retried_final_ones_are_not(server, tmp_path, rou
 @pytest.mark.parametrize("route", ["trickle/noise.mp4", "stall/clip.mp4"])
 def test_wall_time_cap_stops_trickles_and_silent_servers(server, tmp_path, route):
     started = time.monotonic()
-    row = download_video(source("slow", server.url(route)), tmp_path / "dl",
+    row = fetch(source("slow", server.url(route)), tmp_path / "dl",
                          dl_params(max_seconds=8.0, timeout=2.0), tmp_path)
     assert row["status"] == "timeout", row["error"]
     assert time.monotonic() - started < 8.0 + 10  # the cap, plus killing and cleaning up
@@ -121,7 +128,7 @@ def test_wall_time_cap_stops_trickles_and_silent_servers(server, tmp_path, route
 
 @pytest.mark.parametrize("route, max_bytes", [("media/clip.mp4", 1000), ("endless/clip.mp4", 200_000)])
 def test_size_cap_declared_or_streamed(server, tmp_path, route, max_bytes):
-    row = download_video(source("big", server.url(route)), tmp_path / "dl", dl_params(max_bytes=max_bytes), tmp_path)
+    row = fetch(source("big", server.url(route)), tmp_path / "dl", dl_params(max_bytes=max_bytes), tmp_path)
     assert row["status"] == "too_large", row["error"]
     assert leftovers(tmp_path / "dl") == [] and not list((tmp_path / "dl").glob("big*"))
 
@@ -131,23 +138,23 @@ def test_size_cap_declared_or_streamed(server, tmp_path, route, max_bytes):
     ("audio.mp4", "no_video_stream", "no video stream (streams: audio)"),
 ])
 def test_downloads_that_are_not_video_are_refused_and_removed(server, tmp_path, name, status, message):
-    row = download_video(source("nv", server.url(f"media/{name}")), tmp_path / "dl", dl_params(), tmp_path)
+    row = fetch(source("nv", server.url(f"media/{name}")), tmp_path / "dl", dl_params(), tmp_path)
     assert row["status"] == status and message in row["error"]
     assert not list((tmp_path / "dl").glob("nv*")) and leftovers(tmp_path / "dl") == []
 
 
 def test_connection_refused_is_network_error(tmp_path):
-    row = download_video(source("x", "http://127.0.0.1:9/a.mp4"), tmp_path / "dl", dl_params(retries=0), tmp_path)
+    row = fetch(source("x", "http://127.0.0.1:9/a.mp4"), tmp_path / "dl", dl_params(retries=0), tmp_path)
     assert row["status"] == "network_error"
 
 
 def test_failure_of_one_id_never_touches_another_with_a_longer_id(server, tmp_path):
     out = tmp_path / "dl"
-    kept = download_video(source("x.y", server.url("media/clip.mp4")), out, dl_params(), tmp_path)
+    kept = fetch(source("x.y", server.url("media/clip.mp4")), out, dl_params(), tmp_path)
     busy = out / ".staging" / "x.y" / "media.mp4.part"  # as if x.y were downloading in another worker
     busy.parent.mkdir(parents=True)
     busy.write_bytes(b"partial")
-    failed = download_video(source("x", server.url("status/404/a.mp4")), out, dl_params(), tmp_path)
+    failed = fetch(source("x", server.url("status/404/a.mp4")), out, dl_params(), tmp_path)
     assert failed["status"] == "unavailable"
     assert busy.read_bytes() == b"partial" and Path(kept["path"]).is_file() and (out / "x.y.json").is_file()
 
@@ -157,16 +164,16 @@ def test_file_urls_stay_inside_the_project(tmp_path):
     ramp_video(project / "media" / "local.mp4", 12)
     (tmp_path / "secret.mp4").write_bytes((project / "media" / "local.mp4").read_bytes())
     assert resolve_url("file:media/local.mp4", project) == (project / "media" / "local.mp4").resolve().as_uri()
-    ok = download_video(source("loc", "file:media/local.mp4"), project / "dl", dl_params(), project)
+    ok = fetch(source("loc", "file:media/local.mp4"), project / "dl", dl_params(), project)
     assert ok["status"] == "ok", ok["error"]
     for url in ("file:../secret.mp4", f"file://{tmp_path / 'secret.mp4'}", "file:media/../../secret.mp4"):
-        row = download_video(source("esc", url), project / "dl", dl_params(), project)
+        row = fetch(source("esc", url), project / "dl", dl_params(), project)
         assert row["status"] == "download_error" and "outside the project folder" in row["error"], url
         assert not list((project / "dl").glob("esc*"))
-    refused = download_video(source("loc2", "file:media/local.mp4"), project / "dl",
+    refused = fetch(source("loc2", "file:media/local.mp4"), project / "dl",
                              dl_params(allow_file_urls=False), project)
     assert refused["status"] == "download_error" and "scheme 'file' is not allowed" in refused["error"]
-    missing = download_video(source("gone", "file:media/nothere.mp4"), project / "dl", dl_params(), project)
+    missing = fetch(source("gone", "file:media/nothere.mp4"), project / "dl", dl_params(), project)
     assert missing["status"] == "unavailable" and "nothere.mp4" in missing["error"]
 
 
@@ -174,7 +181,7 @@ def test_the_users_cookie_file_is_never_rewritten(server, tmp_path):
     cookies = tmp_path / "cookies.txt"
     cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t2147483647\tsid\tabc\n")
     before = (cookies.read_bytes(), cookies.stat().st_mtime_ns)
-    row = download_video(source("c", server.url("media/clip.mp4")), tmp_path / "dl",
+    row = fetch(source("c", server.url("media/clip.mp4")), tmp_path / "dl",
                          dl_params(cookiefile="cookies.txt"), tmp_path)
     assert row["status"] == "ok", row["error"]
     assert (cookies.read_bytes(), cookies.stat().st_mtime_ns) == before
@@ -182,12 +189,12 @@ def test_the_users_cookie_file_is_never_rewritten(server, tmp_path):
 
 def test_licence_filter(server, tmp_path):
     only_cc = dl_params(licenses=["Creative Commons Attribution license (reuse allowed)"])
-    row = download_video(source("l1", server.url("media/clip.mp4")), tmp_path / "dl", only_cc, tmp_path)
+    row = fetch(source("l1", server.url("media/clip.mp4")), tmp_path / "dl", only_cc, tmp_path)
     assert row["status"] == "licence_filtered" and "license None" in row["error"]
     assert not list((tmp_path / "dl").glob("l1*"))  # filtered before downloading
-    done = download_video(source("l2", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
+    done = fetch(source("l2", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
     assert done["status"] == "ok"
-    later = download_video(source("l2", server.url("media/clip.mp4")), tmp_path / "dl", only_cc, tmp_path)
+    later = fetch(source("l2", server.url("media/clip.mp4")), tmp_path / "dl", only_cc, tmp_path)
     assert later["status"] == "licence_filtered" and Path(done["path"]).is_file()
 
 
@@ -259,6 +266,12 @@ TABLE = {
 }
 
 
+def test_an_unsafe_id_is_a_status_row_and_never_a_path(tmp_path):
+    row = fetch(source("../escape", "http://127.0.0.1:9/a.mp4"), tmp_path / "dl", dl_params(), tmp_path)
+    assert row["status"] == "download_error" and "'../escape' is not a safe file name" in row["error"]
+    assert not (tmp_path / "escape.json").exists()
+
+
 def test_failure_table_in_one_stage_run_then_trim(server, tmp_path):
     cases = {vid: route for vid, (route, _) in TABLE.items()}
     project, cmd, env = _project(tmp_path, server, cases, max_seconds=45.0, timeout=3.0, max_bytes=500_000)
@@ -268,7 +281,9 @@ def test_failure_table_in_one_stage_run_then_trim(server, tmp_path):
     assert "seconds" not in downloads.columns
     media = project / "data" / "downloads"
     ok = downloads.index[downloads.status == "ok"]
-    assert sorted(p.name for p in media.iterdir()) == sorted([f"{v}.mp4" for v in ok] + [f"{v}.json" for v in ok])
+    assert sorted(p.name for p in media.iterdir()) == sorted(f"{v}.mp4" for v in ok)  # the list's videos only
+    store = project / ".cache" / "runs" / "downloads"  # records and media stay in the store, outside the output
+    assert {f"{v}.json" for v in ok} <= {p.name for p in store.iterdir()}
     _run([sys.executable, "-m", "stages.trim", "--params", "params.yaml"], project, env)
     clips = pd.read_parquet(project / "manifests" / "clips.parquet").set_index("video_id")
     assert clips["status"].to_dict() == {vid: "ok" if status == "ok" else "skipped"
@@ -284,25 +299,28 @@ def test_kill_9_mid_stage_then_rerun_gives_the_same_manifest(server, tmp_path):
     (project / "params.yaml").write_text((project / "params.yaml").read_text().replace(
         "threads_per_worker: 2", "threads_per_worker: 1"))
     media, manifest = project / "data" / "downloads", project / "manifests" / "downloads.parquet"
+    store = project / ".cache" / "runs" / "downloads"  # where downloads are staged and kept
     _run(cmd, project, env)
     clean = pd.read_parquet(manifest)
     shutil.rmtree(media)
+    shutil.rmtree(store)
     manifest.unlink()
 
     proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while not ((media / "a_good.json").is_file() and (media / ".staging" / "b_slow").is_dir()):
+    while not ((store / "a_good.json").is_file() and (store / ".staging" / "b_slow").is_dir()):
         assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
         time.sleep(0.02)
     time.sleep(1.0)  # into the slow body
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (media / ".staging" / "b_slow").is_dir() and not manifest.exists()
-    assert not (media / "b_slow.json").exists()  # the partial file is not a finished download
+    assert (store / ".staging" / "b_slow").is_dir() and not manifest.exists()
+    assert not (store / "b_slow.json").exists()  # the partial file is not a finished download
 
     _run(cmd, project, env)
-    assert not (media / ".staging").exists()
+    assert not (store / ".staging").exists()
+    assert sorted(p.name for p in media.iterdir()) == ["a_good.mp4", "b_slow.mp4", "d_odd.mp4"]
     pd.testing.assert_frame_equal(pd.read_parquet(manifest), clean)
 
 
