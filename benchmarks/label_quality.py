@@ -3,18 +3,28 @@
 Steps (each reads what the previous one cached under ``.cache/label_quality/``):
 
 * ``--collect``: run every landmark model (``MODELS``) through the label stage's own code
-  (:func:`pipeline.landmarks.label.label_video`) on every demo clip, once with the truth boxes (isolates label
-  quality from tracking) and, when ``manifests/faces.parquet`` exists, once with the faces stage's boxes;
+  (:func:`pipeline.landmarks.label.label_video`) on every demo clip with the faces stage's boxes
+  (``manifests/faces.parquet``), once per crop mode (``--modes``: ``given`` = the box as tracked, ``measured`` =
+  mapped to each model's reference box, ``refined`` = plus the second pass, ``label`` = each model in the mode
+  ``conventions.json`` gives the label stage): every model in the first mode run, one model per full family
+  (``CROP_MODELS``) in the others, which reuse the face detectors' 5 points of the first (they find their own box);
+  ``--truth-boxes`` adds a run on the truth boxes (isolates tracking);
 * ``--fit``: measure the consensus model on the *fit half* of the demo (identities in sorted order, alternately:
-  astronaut, t1face1, t1face3, t1face5) and write ``pipeline/landmarks/weights.json``: per-family offsets from
-  the annotation-trained families (no truth used), per-family per-region weights from the truth;
-* always: the tables, for the fit half, the held-out half (t1face0, t1face2, t1face4) and all;
-* ``--timing``: per-model ms per face and the label stage's per-frame time on demo frames (one thread).
+  astronaut, t1face1, t1face3, t1face5) from the run ``--fit-on`` and write ``pipeline/landmarks/weights.json``:
+  per-family offsets from the annotation-trained families (no truth used), per-family per-region weights from the
+  truth;
+* always: the tables, for the fit half, the held-out half (t1face0, t1face2, t1face4) and all, each also as
+  *agreement between independent families* (no truth: a model against the robust consensus of the other families;
+  the consensus as the mean over the full families of its error when that family is left out and then used as
+  the reference);
+* ``--timing``: per-model ms per face and the label stage's per-frame time on demo frames (one thread), for the
+  label configuration before this change and the pipeline's.
 
     python benchmarks/label_quality.py --collect --fit --timing --out benchmarks/results/label_quality.json
 
 The demo truth was itself made by the dlib-68 + MediaPipe-mesh-v2 family mean on clean stills: it favours those two
-models and carries half of the mesh's jaw offset. Offsets are therefore measured without it.
+models and carries half of the mesh's jaw offset. Offsets are therefore measured without it, and every comparison
+is also given as agreement between independent families.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from pipeline.landmarks.consensus import (
     family_points,
     fit_offsets,
     fit_weights,
+    leave_one_out,
     load_consensus_model,
     robust_consensus,
 )
@@ -53,10 +64,16 @@ from pipeline.uncertainty import model_points, select_subsets, video_labels, vid
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "label_quality"
-MODELS = ["dlib_68", "mediapipe_mesh_v2", "mediapipe_mesh_v1", "faceapi_68", "faceapi_68_tiny",
-          "retinaface_5", "centerface_5", "yunet_5", "mtcnn_5"]
-ANCHORS = ["dlib_ert", "faceapi_cnn"]  # families trained on human iBUG-68 annotations
-TODAY = ["dlib_68", "mediapipe_mesh_v2"]  # main before this change: equal vote of these two
+FULL_MODELS = ["dlib_68", "mediapipe_mesh_v2", "mediapipe_mesh_v1", "faceapi_68", "faceapi_68_tiny", "peppa_slim_160"]
+FIVE_MODELS = ["retinaface_5", "centerface_5", "yunet_5", "mtcnn_5"]
+#: one model per full family: the only ones run again in the other crop modes (same-family twins add nothing there)
+CROP_MODELS = ["dlib_68", "mediapipe_mesh_v2", "faceapi_68", "peppa_slim_160"]
+MODELS = FULL_MODELS + FIVE_MODELS
+FULL_FAMILIES = ["dlib_ert", "mediapipe_mesh", "faceapi_cnn", "peppa_cnn"]  # 68/468-point families (agreement refs)
+ANCHORS = ["dlib_ert", "faceapi_cnn", "peppa_cnn"]  # families trained on human iBUG-68 annotations
+TODAY = ["dlib_68", "mediapipe_mesh_v2"]  # labels v1: equal vote of these two
+#: label configuration before issue #17 (labels v2): models and crop mode, for the timing comparison
+BEFORE = (["dlib_68", "mediapipe_mesh_v2", "faceapi_68", "retinaface_5", "centerface_5", "mtcnn_5"], "given")
 
 
 def split_of(media: str) -> str:
@@ -68,39 +85,56 @@ def split_of(media: str) -> str:
 # --------------------------------------------------------------------------------------------------- collection
 
 
-def collect(truth: pd.DataFrame) -> None:
-    """Label every demo clip with every model: truth boxes (raw clips), and the faces stage's boxes if present."""
+def collect(truth: pd.DataFrame, modes: list[str], truth_boxes: bool, videos: list[str] | None) -> None:
+    """Label the demo clips with every model: the faces stage's boxes once per crop mode (the 5-point models once,
+    in the first mode), and the truth boxes (raw clips, crop ``given``) when asked."""
     from pipeline.landmarks.label import label_video
 
     torch.set_num_threads(1)
-    demo = stage_params("demo", PROJECT_PARAMS)
-    n_raw = demo.lead_frames + demo.clip_frames + demo.tail_frames
-    rows: list[dict[str, Any]] = []
-    for vid, t in truth.groupby("video_id"):
-        ok = t[t.has_truth & t.visible.fillna(False)]
-        if ok.empty:
-            continue
-        boxes = np.full((n_raw, 4), np.nan)
-        boxes[demo.lead_frames + ok.frame.to_numpy()] = ok[["x1", "y1", "x2", "y2"]].to_numpy()
-        out = label_video(vid, ROOT / "data" / "demo" / "raw" / f"{vid}.mp4", boxes, MODELS)
-        print(vid, out["status"]["status"], len(out["rows"]), flush=True)
-        for r in out["rows"]:
-            r["frame"] -= demo.lead_frames  # raw frame → clip (truth) frame
-        rows += out["rows"]
-    write_rows(rows, "landmarks", CACHE / "truthbox.parquet")
-    faces_path = ROOT / "manifests" / "faces.parquet"
-    if faces_path.is_file():
-        clips = {c["video_id"]: c["path"] for c in read_table(ROOT / "manifests" / "clips.parquet", "clips")
-                 .to_pylist()}
-        rows = []
-        for vid, t in rows_by_video(read_table(faces_path, "faces")).items():
-            boxes = np.stack([t.column(k).to_numpy(zero_copy_only=False) for k in ("x1", "y1", "x2", "y2")], 1)
-            out = label_video(vid, ROOT / clips[vid], boxes, MODELS, t.column("valid").to_numpy(zero_copy_only=False),
-                              t.column("roll").to_numpy(zero_copy_only=False))
-            print(vid, "faces boxes:", out["status"]["status"], len(out["rows"]), flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wanted = set(videos) if videos else None
+    if truth_boxes:
+        demo = stage_params("demo", PROJECT_PARAMS)
+        n_raw = demo.lead_frames + demo.clip_frames + demo.tail_frames
+        rows: list[dict[str, Any]] = []
+        for vid, t in truth.groupby("video_id"):
+            ok = t[t.has_truth & t.visible.fillna(False)]
+            if ok.empty or (wanted and vid not in wanted):
+                continue
+            boxes = np.full((n_raw, 4), np.nan)
+            boxes[demo.lead_frames + ok.frame.to_numpy()] = ok[["x1", "y1", "x2", "y2"]].to_numpy()
+            out = label_video(vid, ROOT / "data" / "demo" / "raw" / f"{vid}.mp4", boxes, MODELS, crop="given")
+            print(vid, out["status"]["status"], len(out["rows"]), flush=True)
+            for r in out["rows"]:
+                r["frame"] -= demo.lead_frames  # raw frame → clip (truth) frame
             rows += out["rows"]
-        write_rows(rows, "landmarks", CACHE / "facebox.parquet")
-        pa.parquet.write_table(read_table(faces_path, "faces"), CACHE / "faces.parquet")
+        write_rows(rows, "landmarks", CACHE / "truthbox.parquet")
+    faces_path = ROOT / "manifests" / "faces.parquet"
+    clips = {c["video_id"]: c["path"] for c in read_table(ROOT / "manifests" / "clips.parquet", "clips").to_pylist()}
+    with_truth = set(truth[truth.has_truth].video_id)
+    pa.parquet.write_table(read_table(faces_path, "faces"), CACHE / "faces.parquet")
+    given = CACHE / "facebox_given.parquet"
+    five = [r for r in read_table(given, "landmarks").to_pylist() if r["model"] in FIVE_MODELS] \
+        if given.is_file() and "given" not in modes else []
+    for mode in modes:
+        rows = []
+        names = CROP_MODELS if five else MODELS
+        for vid, t in rows_by_video(read_table(faces_path, "faces")).items():
+            if vid not in with_truth or (wanted and vid not in wanted):
+                continue
+            boxes = np.stack([t.column(c).to_numpy(zero_copy_only=False) for c in ("x1", "y1", "x2", "y2")], 1)
+            started = time.monotonic()
+            crop = None if mode == "label" else mode  # "label": each model in the mode conventions.json gives it
+            out = label_video(vid, ROOT / clips[vid], boxes, names, t.column("valid").to_numpy(zero_copy_only=False),
+                              t.column("roll").to_numpy(zero_copy_only=False), crop=crop)  # type: ignore[arg-type]
+            print(vid, f"faces boxes, crop {mode}:", out["status"]["status"], len(out["rows"]),
+                  f"{time.monotonic() - started:.1f} s", flush=True)
+            rows += out["rows"]
+        if five:
+            rows += five
+        else:
+            five = [r for r in rows if r["model"] in FIVE_MODELS]
+        write_rows(rows, "landmarks", CACHE / f"facebox_{mode}.parquet")
 
 
 # ---------------------------------------------------------------------------------------------------- the data
@@ -147,8 +181,10 @@ def flicker(pred: np.ndarray, truth: np.ndarray, frames: np.ndarray, use: np.nda
 # ---------------------------------------------------------------------------------------------------- fitting
 
 
-def fit(videos: list[dict[str, Any]]) -> dict[str, Any]:
-    """Offsets (truth-free) and weights (truth, per-video mean error removed) on the fit half; the weights file."""
+def fit(videos: list[dict[str, Any]], source: str, reference: str) -> dict[str, Any]:
+    """Offsets (truth-free) and weights (per-video mean error removed) on the fit half; the weights file. Weights
+    are measured against the demo truth (``reference`` "truth") or, without it, each family against the robust
+    consensus of the others (``agreement``)."""
     pts, truths, groups, families = [], [], [], None
     for v in videos:
         if v["split"] != "fit":
@@ -167,6 +203,8 @@ def fit(videos: list[dict[str, Any]]) -> dict[str, Any]:
     offsets = fit_offsets(points, families, ANCHORS)
     anchor_ref = np.nanmean(points[:, [families.index(f) for f in ANCHORS]], axis=1)
     corrected = apply_offsets(points, families, offsets, anchor_ref)
+    if reference == "agreement":
+        truth = leave_one_out(corrected, families, ConsensusModel())  # (F, K, 98, 2): no truth, no prior weights
     weights = fit_weights(corrected, families, truth, np.array(groups))
     weights_total = fit_weights(corrected, families, truth)
     return {
@@ -176,11 +214,12 @@ def fit(videos: list[dict[str, Any]]) -> dict[str, Any]:
         "weights": {f: [round(w, 4) for w in ws] for f, ws in weights.items()},
         "weights_with_offset_error": {f: [round(w, 4) for w in ws] for f, ws in weights_total.items()},
         "offsets": {f: np.round(o, 4).tolist() for f, o in offsets.items()},
-        "provenance": "benchmarks/label_quality.py --fit: demo videos of astronaut, t1face1, t1face3, t1face5 with "
-                      "truth boxes; offsets: median face-frame offset of each family from the mean of the anchor "
-                      "families (no truth); weights: 1 / mean squared error against the demo truth per region, "
-                      "each video's mean error removed (scatter under degradation, not the reference's own "
-                      "offset), normalised to 1 per region",
+        "provenance": f"benchmarks/label_quality.py --fit --fit-on {source} --fit-reference {reference}: demo "
+                      "videos of astronaut, t1face1, t1face3, t1face5 (fit half); offsets: median face-frame offset "
+                      "of each family from the mean of the anchor families (no truth); weights: 1 / mean squared "
+                      "error against the reference (the demo truth, or for 'agreement' the robust consensus of the "
+                      "other families) per region, each video's mean error removed (scatter under degradation, not "
+                      "the reference's own offset), normalised to 1 per region",
     }
 
 
@@ -197,14 +236,35 @@ def consensus_variants(v: dict[str, Any], cmodel: ConsensusModel, pipeline_model
 
     out = {"today": robust_consensus(*fam(TODAY), ConsensusModel(), iterations=0).points}
     out["robust dlib+mesh"] = robust_consensus(*fam(TODAY), cmodel).points
-    out["median, all 9"] = robust_consensus(*fam(names), ConsensusModel(), iterations=0).points
-    out["robust, all 9"] = robust_consensus(*fam(names), cmodel).points
-    with_offsets = load_consensus_model(use_offsets=True)
-    out["robust + offsets"] = robust_consensus(*fam(pipeline_models), with_offsets).points
+    out["median, all"] = robust_consensus(*fam(names), ConsensusModel(), iterations=0).points
+    out["robust, all"] = robust_consensus(*fam(names), cmodel).points
     return out
 
 
-RULES = ["today", "robust dlib+mesh", "median, all 9", "robust, all 9", "robust + offsets"]
+RULES = ["today", "robust dlib+mesh", "median, all", "robust, all"]
+
+
+def agreement(mp: np.ndarray, names: list[str], fams: list[str], raw: np.ndarray, cmodel: ConsensusModel,
+              pipeline_models: list[str]) -> dict[str, np.ndarray]:
+    """Truth-free NME per frame: each model against the robust consensus of the *other* pipeline families, and the
+    consensus as the mean over the full families f of (consensus of the pipeline families but f) against f."""
+    fam_pts, fam_names = family_points(mp, fams)
+    pipe = {fams[names.index(m)] for m in pipeline_models if m in names}
+    out: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = {}
+
+    def without(family: str) -> np.ndarray:
+        if family not in cache:
+            idx = [i for i, f in enumerate(fam_names) if f in pipe and f != family]
+            cache[family] = robust_consensus(fam_pts[:, idx], [fam_names[i] for i in idx], cmodel).points
+        return cache[family]
+
+    for k, name in enumerate(names):
+        out["agree:" + name] = nme(mp[:, k], without(fams[k]))
+    held = [f for f in FULL_FAMILIES if f in pipe]
+    if held:
+        out["agree:consensus"] = np.nanmean([nme(without(f), fam_pts[:, fam_names.index(f)]) for f in held], axis=0)
+    return out
 
 
 def evaluate(videos: list[dict[str, Any]], params: Any, cmodel: ConsensusModel,
@@ -240,6 +300,7 @@ def evaluate(videos: list[dict[str, Any]], params: Any, cmodel: ConsensusModel,
         for rule, pts in consensus_variants({**v, "frames": frames}, cmodel, pipeline_models).items():
             rec[rule] = nme(pts, truth)
             rec[rule + "_68"] = nme(pts, truth, POINTS68)
+        rec.update(agreement(mp, names, fams, raw, cmodel, pipeline_models))
         per_frame.append(rec)
         score = video_score(v["video_id"], labels, params)
         per_video.append({**base, **{k: score[k] for k in ("status", "disagreement", "instability", "confidence",
@@ -315,48 +376,56 @@ def flicker_table(per_video: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def timing(truth: pd.DataFrame, pipeline_models: list[str], n_videos: int = 4) -> dict[str, Any]:
-    """ms per face of each model (``predict`` on fully decoded frames), and the label stage's ms per frame on the same
-    frames for the pipeline's models and for today's two (decode, canvas and rows included; one thread)."""
+    """On the faces stage's boxes of one clip per level: each model's ms per face (``predict`` on fully decoded
+    frames) with the box as tracked (``given``) and in its label-stage crop mode, and the label stage's ms per frame
+    (decode, canvas and rows included; one thread) for the configuration before issue #17 and the pipeline's,
+    interleaved clip by clip so that machine load hits both alike."""
     from pipeline.landmarks.label import create_model, label_video
     from pipeline.video import iter_frames
 
     torch.set_num_threads(1)
-    demo = stage_params("demo", PROJECT_PARAMS)
-    n_raw = demo.lead_frames + demo.clip_frames + demo.tail_frames
-    levels = truth.groupby("video_id").difficulty.first()
-    vids = [next(v for v in sorted(levels.index) if levels[v] == lv and "carphone" not in v) for lv in range(4)]
-    vids = vids[:n_videos]
-    models = {m: create_model(m) for m in MODELS}
-    per_model: dict[str, list[float]] = {m: [] for m in MODELS}
-    stage_ms = {"pipeline": 0.0, "today": 0.0}
+    levels = truth[truth.has_truth].groupby("video_id").difficulty.first()
+    faces = rows_by_video(read_table(CACHE / "faces.parquet", "faces"))
+    clips = {c["video_id"]: c["path"] for c in read_table(ROOT / "manifests" / "clips.parquet", "clips").to_pylist()}
+    vids = [next(v for v in sorted(levels.index) if levels[v] == lv and v in faces) for lv in range(4)][:n_videos]
+    models = {(m, "given"): create_model(m, "given") for m in MODELS}
+    models.update({(m, "label"): create_model(m) for m in MODELS if m in FULL_MODELS})
+    per_model: dict[tuple[str, str], list[float]] = {k: [] for k in models}
+    configs: dict[str, tuple[list[str], str | None]] = {"before": BEFORE, "pipeline": (pipeline_models, None)}
+    stage_ms = dict.fromkeys(configs, 0.0)
     frames_done = 0
     for vid in vids:
-        t = truth[(truth.video_id == vid) & truth.has_truth]
-        boxes = np.full((n_raw, 4), np.nan)
-        boxes[demo.lead_frames + t.frame.to_numpy()] = t[["x1", "y1", "x2", "y2"]].to_numpy()
-        path = ROOT / "data" / "demo" / "raw" / f"{vid}.mp4"
+        t = faces[vid]
+        boxes = np.stack([t.column(c).to_numpy(zero_copy_only=False) for c in ("x1", "y1", "x2", "y2")], 1)
+        valid = np.asarray(t.column("valid").to_numpy(zero_copy_only=False), bool)
+        rolls = t.column("roll").to_numpy(zero_copy_only=False)
+        path = ROOT / clips[vid]
         for f in iter_frames(path):
-            if not np.isfinite(boxes[f.index]).all():
+            if not valid[f.index]:
                 continue
-            for m, model in models.items():
+            for pair, model in models.items():
                 start = time.perf_counter()
                 model.predict(f.rgb, boxes[f.index].astype(np.float32))
-                per_model[m].append(1000 * (time.perf_counter() - start))
-        for key, names in (("pipeline", pipeline_models), ("today", TODAY)):
-            label_video(vid, path, boxes, names)  # warm: model caches, first-call allocations
+                per_model[pair].append(1000 * (time.perf_counter() - start))
+        for names, crop in configs.values():
+            label_video(vid, path, boxes, names, valid, rolls, crop=crop)  # type: ignore[arg-type]  # warm caches
+        for config, (names, crop) in configs.items():
             start = time.perf_counter()
-            label_video(vid, path, boxes, names)
-            stage_ms[key] += 1000 * (time.perf_counter() - start)
-        frames_done += int(np.isfinite(boxes).all(axis=1).sum())
-    ms = {m: round(float(np.median(v)), 2) for m, v in per_model.items()}
-    out: dict[str, Any] = {"videos": vids, "frames": frames_done, "ms_per_face_median": ms,
-                           "ms_per_face_mean": {m: round(float(np.mean(v)), 2) for m, v in per_model.items()},
-                           "torch_threads": 1}
-    for key, names in (("pipeline", pipeline_models), ("today", TODAY)):
-        own = sum(float(np.mean(per_model[m])) for m in names)
-        per_frame = stage_ms[key] / frames_done
-        out[key] = {"models": names, "label_stage_ms_per_frame": round(per_frame, 2),
-                    "models_sum_ms_per_face": round(own, 2), "ratio": round(per_frame / own, 2)}
+            label_video(vid, path, boxes, names, valid, rolls, crop=crop)  # type: ignore[arg-type]
+            stage_ms[config] += 1000 * (time.perf_counter() - start)
+        frames_done += int(valid.sum())
+    out: dict[str, Any] = {"videos": vids, "frames": frames_done, "torch_threads": 1,
+                           "ms_per_face_median": {f"{m} ({c})": round(float(np.median(v)), 2)
+                                                  for (m, c), v in per_model.items()},
+                           "ms_per_face_mean": {f"{m} ({c})": round(float(np.mean(v)), 2)
+                                                for (m, c), v in per_model.items()}}
+    for config, (names, crop) in configs.items():
+        mode = "given" if crop == "given" else "label"
+        own = sum(float(np.mean(per_model[(m, mode if m in FULL_MODELS else "given")])) for m in names)
+        per_frame = stage_ms[config] / frames_done
+        out[config] = {"models": names, "crop": crop or "conventions.json",
+                       "label_stage_ms_per_frame": round(per_frame, 2), "models_sum_ms_per_face": round(own, 2),
+                       "ratio": round(per_frame / own, 2)}
     return out
 
 
@@ -369,20 +438,62 @@ def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n" for r in rows)
 
 
+def report_block(ev: dict[str, Any], params: Any) -> dict[str, Any]:
+    model_cols = [m for m in MODELS if any(m in r for r in ev["per_frame"])]
+    agree_cols = ["agree:" + m for m in model_cols] + ["agree:consensus"]
+    block: dict[str, Any] = {}
+    for split in ("held_out", "fit", None):
+        block[split or "all"] = {
+            "nme_all_points": level_table(ev["per_frame"], model_cols + RULES
+                                          + ["consensus", "smoothed", "consensus_valid"], split),
+            "nme_68": level_table(ev["per_frame"], [c + "_68" for c in model_cols + RULES]
+                                  + ["consensus_68", "smoothed_68"], split),
+            "agreement": level_table(ev["per_frame"], agree_cols, split),
+            "consensus_over_model_same_points": single_model_check(ev["per_frame"], model_cols, split),
+        }
+    block["score"] = score_summary(ev["per_video"], params.n_hard)
+    block["flicker"] = flicker_table(ev["per_video"])
+    block["per_video"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                          for r in ev["per_video"]]
+    print(markdown(block["per_video"], ["video_id", "level", "status", "uncertainty", "disagreement",
+                                        "instability", "confidence", "valid_share", "true_error"]))
+    for split in ("held_out", "all"):
+        print(f"\n### {split}: NME % vs the demo truth (all points each supplies)\n")
+        print(markdown(block[split]["nme_all_points"], ["level", "frames", "valid_share"] + model_cols + RULES
+                       + ["consensus", "smoothed", "consensus_valid"]))
+        print(f"### {split}: agreement NME % (no truth: vs the other families' consensus)\n")
+        print(markdown(block[split]["agreement"], ["level"] + agree_cols))
+        print(f"### {split}: consensus ÷ model on the model's own points\n")
+        print(markdown(block[split]["consensus_over_model_same_points"], ["level"] + model_cols + ["worst"]))
+    print(f"### score\n\n{json.dumps(block['score'])}\n")
+    return block
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--modes", default="given,measured,refined", help="crop modes to collect and compare")
+    parser.add_argument("--truth-boxes", action="store_true", help="also collect with the truth boxes")
+    parser.add_argument("--videos", help="comma-separated video ids to collect (default: every clip with truth)")
     parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--fit-on", default="facebox_label", help="the run the weights are fitted on")
+    parser.add_argument("--fit-reference", choices=["truth", "agreement"], default="truth",
+                        help="weights against the demo truth, or against the other families' consensus (no truth)")
+    parser.add_argument("--weights-before", type=Path,
+                        help="weights.json of the labels before this change: adds the 'before' configuration")
+    parser.add_argument("--also", action="append", default=[],
+                        help="NAME=model,model,...: another model set evaluated on the last mode's run (repeatable)")
     parser.add_argument("--timing", action="store_true")
     parser.add_argument("--models", help="comma-separated models instead of params label.models (to compare sets)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     truth = pd.read_parquet(ROOT / "data" / "demo" / "truth.parquet")
+    modes = args.modes.split(",")
     if args.collect:
-        collect(truth)
-    videos = load_videos(CACHE / "truthbox.parquet", truth)
+        collect(truth, modes, args.truth_boxes, args.videos.split(",") if args.videos else None)
+    faces = CACHE / "faces.parquet"
     if args.fit:
-        payload = fit(videos)
+        payload = fit(load_videos(CACHE / f"{args.fit_on}.parquet", truth, faces), args.fit_on, args.fit_reference)
         write_json(WEIGHTS_FILE, payload)
         load_consensus_model.cache_clear()
     params = stage_params("score", PROJECT_PARAMS)
@@ -390,40 +501,26 @@ def main() -> int:
     pipeline_models = args.models.split(",") if args.models else list(stage_params("label", PROJECT_PARAMS).models)
     result: dict[str, Any] = {"pipeline_models": pipeline_models, "score_params": params.model_dump(mode="json"),
                               "machine": f"{platform.machine()}, {platform.python_version()}, cpu"}
-    model_cols = list(MODELS)
-    for boxes, cache, faces in (("truth boxes", CACHE / "truthbox.parquet", None),
-                                ("faces-stage boxes", CACHE / "facebox.parquet", CACHE / "faces.parquet")):
+    configs: list[tuple[str, Path, Path | None, list[str], ConsensusModel]] = []
+    if args.weights_before and (CACHE / "facebox_given.parquet").is_file():
+        before = load_consensus_model(args.weights_before.resolve(), use_offsets=params.offsets)
+        configs.append(("before: labels v2 (crop given, its 6 models, its weights)", CACHE / "facebox_given.parquet",
+                        faces, BEFORE[0], before))
+    if (CACHE / "truthbox.parquet").is_file():
+        configs.append(("truth boxes, crop given", CACHE / "truthbox.parquet", None, pipeline_models, cmodel))
+    for mode in modes:
+        configs.append((f"faces-stage boxes, crop {mode}", CACHE / f"facebox_{mode}.parquet", faces, pipeline_models,
+                        cmodel))
+    for extra in args.also:
+        name, models = extra.split("=")
+        configs.append((f"faces-stage boxes, crop {modes[-1]}, {name}", CACHE / f"facebox_{modes[-1]}.parquet",
+                        faces, models.split(","), cmodel))
+    for label, cache, face_rows, models, cm in configs:
         if not cache.is_file():
             continue
-        vids = videos if faces is None else load_videos(cache, truth, faces)
-        ev = evaluate(vids, params, cmodel, pipeline_models)
-        block: dict[str, Any] = {}
-        for split in ("held_out", "fit", None):
-            block[split or "all"] = {
-                "nme_all_points": level_table(ev["per_frame"], model_cols + RULES
-                                              + ["consensus", "smoothed", "consensus_valid"], split),
-                "nme_68": level_table(ev["per_frame"], [c + "_68" for c in model_cols + RULES]
-                                      + ["consensus_68", "smoothed_68"], split),
-                "consensus_over_model_same_points": single_model_check(ev["per_frame"], model_cols, split),
-            }
-        block["score"] = score_summary(ev["per_video"], params.n_hard)
-        block["flicker"] = flicker_table(ev["per_video"])
-        block["per_video"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                              for r in ev["per_video"]]
-        result[boxes] = block
-        print(markdown(block["per_video"], ["video_id", "level", "status", "uncertainty", "disagreement",
-                                            "instability", "confidence", "valid_share", "true_error"]))
-        for split in ("held_out", "all"):
-            print(f"\n## {boxes}, {split}: NME % (all points each supplies)\n")
-            print(markdown(block[split]["nme_all_points"], ["level", "frames", "valid_share"] + model_cols + RULES
-                           + ["consensus", "smoothed", "consensus_valid"]))
-            print(f"## {boxes}, {split}: NME % (68-point subset)\n")
-            print(markdown(block[split]["nme_68"], ["level"] + [c + "_68" for c in model_cols + RULES]
-                           + ["consensus_68", "smoothed_68"]))
-            print(f"## {boxes}, {split}: consensus ÷ model on the model's own points\n")
-            print(markdown(block[split]["consensus_over_model_same_points"], ["level"] + model_cols + ["worst"]))
-        print(f"## {boxes}: score\n\n{json.dumps(block['score'])}\n")
-        print(markdown(block["flicker"], ["level", "flicker_raw", "flicker_smoothed"]))
+        print(f"\n## {label}: {', '.join(models)}\n")
+        ev = evaluate(load_videos(cache, truth, face_rows), params, cm, models)
+        result[label] = {"models": models, **report_block(ev, params)}
     if args.timing:
         result["timing"] = timing(truth, pipeline_models)
         print(json.dumps(result["timing"], indent=1))

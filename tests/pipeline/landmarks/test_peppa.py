@@ -120,21 +120,17 @@ def test_neither_mirror_nor_repository_reachable_is_one_line_and_labelling_goes_
     assert ok == ["dlib_68"] and "\n" not in missing["peppa_slim_160"]
 
 
-def test_second_pass_recovers_a_tilted_face(mirror_only, astronaut):
+def test_second_pass_follows_a_tilted_face(mirror_only, astronaut):
     import cv2
 
-    upright, _ = create_landmark_model("peppa_slim_160").predict(astronaut, ASTRONAUT_BOX)
+    upright, _ = create_landmark_model("peppa_slim_160", "refined").predict(astronaut, ASTRONAUT_BOX)
     centre = (float(ASTRONAUT_BOX[0] + ASTRONAUT_BOX[2]) / 2, float(ASTRONAUT_BOX[1] + ASTRONAUT_BOX[3]) / 2)
     tilt = cv2.getRotationMatrix2D(centre, 30, 1.0)
     tilted = cv2.warpAffine(astronaut, tilt, (512, 512), borderMode=cv2.BORDER_REPLICATE)
     expected = upright @ tilt[:, :2].T + tilt[:, 2]
-    iod = np.linalg.norm(expected[36] - expected[45])
-    model = create_landmark_model("peppa_slim_160", "refined")
-    one_pass, _ = model._predict(tilted, ASTRONAUT_BOX)
-    refined, _ = model.predict(tilted, ASTRONAUT_BOX)
-    error = {name: np.linalg.norm(p - expected, axis=1).mean() / iod for name, p in
-             (("one pass", one_pass), ("refined", refined))}
-    assert error["refined"] < 0.05 and error["refined"] < error["one pass"], error
+    got, _ = create_landmark_model("peppa_slim_160", "refined").predict(tilted, ASTRONAUT_BOX)
+    # the second pass cuts its crop upright along the first pass's eye line: the same face, the same points
+    assert np.linalg.norm(got - expected, axis=1).mean() / np.linalg.norm(expected[36] - expected[45]) < 0.03
 
 
 def test_box_from_points_is_the_upright_bounding_box():

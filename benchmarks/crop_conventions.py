@@ -1,0 +1,182 @@
+"""Measure each landmark model's crop convention on the demo; write ``pipeline/landmarks/conventions.json``.
+
+A landmark model is trained on crops cut by one rule from one kind of box, its *reference box*; fed a box of another
+convention it starts from the wrong place (a cascaded regressor places its mean shape in the box). Per model:
+
+* ``from_track``: the faces stage's tracked box → the model's reference box, fitted where both exist;
+* ``from_points``: the bounding box of the model's own landmarks (upright along their eye line) → its reference box,
+  for the second pass (the relation a landmark tracker uses from frame to frame).
+
+Reference boxes: dlib ERT-68 — its HOG detector's box (``dlib_hog``, the box it was trained on); face-api's 68 CNN —
+the same HOG box (its 1.3 crop scale was calibrated on HOG boxes; its own detectors are not ported); MediaPipe mesh —
+the short-range BlazeFace box (MediaPipe's detection→ROI rule, 1.5 × the long side; from landmarks: their bounding
+box, the same rule — documented, so ``from_points`` is the identity); Peppa slim_160 — its landmarks' bounding box
+(its training rule, so ``from_points`` is the identity, and ``from_track`` is fitted against the box its own
+landmarks converge to: three passes, each from the previous one's landmarks).
+
+Fitted on the fit half of the demo (identities astronaut, t1face1, t1face3, t1face5), on the label stage's own canvas
+(the faces stage's boxes and rolls, ``pipeline.landmarks.label``), with medians (robust to detector misses). The
+held-out half is measured too, to show the relation carries over.
+
+    python benchmarks/crop_conventions.py --out benchmarks/results/crop_conventions.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+
+import numpy as np
+import pandas as pd
+
+from pipeline.faces.detectors import create_detector
+from pipeline.faces.detectors.base import iou_matrix
+from pipeline.landmarks.adapters import CONVENTIONS_FILE, BoxMap, LandmarkModel, create_landmark_model
+from pipeline.landmarks.label import _canvas
+from pipeline.manifest import read_table, rows_by_video, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+FIT_IDS = ("astronaut", "t1face1", "t1face3", "t1face5")
+MIN_IOU = 0.3
+#: model → (reference box, which relation is documented rather than fitted)
+REFERENCES = {
+    "dlib_68": "dlib HOG detector box",
+    "faceapi_68": "dlib HOG detector box (its crop scale 1.3 was calibrated on HOG boxes)",
+    "mediapipe_mesh_v2": "BlazeFace short-range box (MediaPipe detection→ROI; from landmarks: their bounding box)",
+    "peppa_slim_160": "bounding box of its own 68 landmarks (its training crop rule)",
+}
+SAME_AS = {"mediapipe_mesh_v1": "mediapipe_mesh_v2", "faceapi_68_tiny": "faceapi_68"}
+#: The crop mode the label stage uses per model, chosen on the demo with tracked boxes (benchmarks/label_quality.py,
+#: all clips, levels 0-3; the demo truth and the agreement between independent families point the same way):
+#: the second pass helps dlib (NME 5.33/5.95/4.72/9.67 → 5.19/5.92/4.81/8.39) and the mesh (4.88/5.49/4.00/7.14 →
+#: 4.74/5.49/3.97/6.89); it does not help face-api (6.88/7.87/6.97/9.97 → 6.91/8.02/6.82/10.37) and hurts Peppa at
+#: level 3 (11.49 → 13.34; agreement 10.59 → 12.26), whose first pass is already close to its own box.
+LABEL_CROP = {"dlib_68": "refined", "mediapipe_mesh_v2": "refined", "faceapi_68": "measured",
+              "peppa_slim_160": "measured"}
+
+
+def _params(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(N, 4): the target box's centre offset in source widths/heights and its side ratios, per pair."""
+    out = []
+    for src, dst in pairs:
+        sw, sh = src[2] - src[0], src[3] - src[1]
+        out.append([((dst[0] + dst[2]) - (src[0] + src[2])) / 2 / sw, ((dst[1] + dst[3]) - (src[1] + src[3])) / 2 / sh,
+                    (dst[2] - dst[0]) / sw, (dst[3] - dst[1]) / sh])
+    return np.asarray(out, np.float64).reshape(-1, 4)
+
+
+def _fit(values: np.ndarray) -> dict[str, Any]:
+    med = np.median(values, axis=0)
+    q1, q3 = np.percentile(values, [25, 75], axis=0)
+    return {"map": dict(zip(("dx", "dy", "sw", "sh"), (round(float(v), 4) for v in med))), "n": int(len(values)),
+            "iqr": [round(float(v), 4) for v in q3 - q1]}
+
+
+def _best(found: Any, box: np.ndarray) -> np.ndarray | None:
+    if not len(found):
+        return None
+    overlap = iou_matrix(box[None].astype(np.float64), found.boxes.astype(np.float64))[0]
+    k = int(np.argmax(overlap))
+    return found.boxes[k].astype(np.float64) if overlap[k] >= MIN_IOU else None
+
+
+def _upright_bbox(model: LandmarkModel, points: np.ndarray) -> tuple[np.ndarray, float]:
+    roll = model._roll(points)
+    return model._box_from_points(points, roll).astype(np.float64), roll
+
+
+def collect(step: int) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """Box pairs per (split, relation) over every ``step``-th valid frame of each demo clip with truth."""
+    import av
+
+    truth = pd.read_parquet(ROOT / "data" / "demo" / "truth.parquet")
+    media = truth.groupby("video_id").media.first()
+    clips = {c["video_id"]: c["path"] for c in read_table(ROOT / "manifests" / "clips.parquet", "clips").to_pylist()}
+    faces = rows_by_video(read_table(ROOT / "manifests" / "faces.parquet", "faces"))
+    hog = create_detector("dlib_hog")
+    blaze = create_detector("blazeface_short")
+    dlib, faceapi, peppa = (create_landmark_model(n) for n in ("dlib_68", "faceapi_68", "peppa_slim_160"))
+    pairs: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {"fit": {}, "held_out": {}}
+    for vid, t in sorted(faces.items()):
+        if vid not in media.index or not isinstance(media[vid], str):
+            continue
+        split = "fit" if media[vid] in FIT_IDS else "held_out"
+        boxes = np.stack([t.column(k).to_numpy(zero_copy_only=False) for k in ("x1", "y1", "x2", "y2")], 1)
+        valid = np.asarray(t.column("valid").to_numpy(zero_copy_only=False), bool)
+        rolls = np.asarray(t.column("roll").to_numpy(zero_copy_only=False), np.float64)
+        with av.open(str(ROOT / clips[vid])) as container:
+            for index, frame in enumerate(container.decode(container.streams.video[0])):
+                if index % step or not valid[index] or not np.isfinite(boxes[index]).all():
+                    continue
+                roll = rolls[index] if np.isfinite(rolls[index]) else 0.0
+                canvas, local, _ = _canvas(frame, boxes[index], roll)
+                track = local.astype(np.float64)
+                mine = pairs[split]
+                box = _best(hog.detect(canvas), track)
+                if box is not None:
+                    mine.setdefault("hog/track", []).append((track, box))
+                    for name, model in (("dlib_68", dlib), ("faceapi_68", faceapi)):
+                        points, _ = model._predict(canvas, box.astype(np.float32))
+                        bbox, tilt = _upright_bbox(model, points)
+                        if abs(tilt) < 10:  # HOG's box is axis-aligned: compare where the face is upright
+                            mine.setdefault(f"{name}/points", []).append((bbox, box))
+                box = _best(blaze.detect(canvas), track)
+                if box is not None:
+                    mine.setdefault("blazeface/track", []).append((track, box))
+                points, _ = peppa._predict(canvas, local)
+                for _ in range(3):  # converge on the box its own landmarks give (its training rule)
+                    bbox, tilt = _upright_bbox(peppa, points)
+                    points, _ = peppa._predict_rolled(canvas, bbox.astype(np.float32), tilt)
+                mine.setdefault("peppa_68/track", []).append((track, _upright_bbox(peppa, points)[0]))
+        print(vid, split, {k: len(v) for k, v in pairs[split].items()}, flush=True)
+    return pairs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--step", type=int, default=3, help="use every n-th frame of each clip")
+    parser.add_argument("--out", type=Path, help="write the fits of both halves here (JSON)")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite conventions.json")
+    parser.add_argument("--from-fits", type=Path, help="take the fits from an earlier --out instead of measuring")
+    args = parser.parse_args()
+    if args.from_fits:
+        fits = json.loads(args.from_fits.read_text(encoding="utf-8"))["fits"]
+    else:
+        pairs = collect(args.step)
+        fits = {split: {key: _fit(_params(p)) for key, p in rel.items()} for split, rel in pairs.items()}
+    fit = fits["fit"]
+    identity = BoxMap().__dict__
+    relations = {
+        "dlib_68": (fit["hog/track"]["map"], fit["dlib_68/points"]["map"]),
+        "faceapi_68": (fit["hog/track"]["map"], fit["faceapi_68/points"]["map"]),
+        "mediapipe_mesh_v2": (fit["blazeface/track"]["map"], identity),
+        "peppa_slim_160": (fit["peppa_68/track"]["map"], identity),
+    }
+    models = {name: {"reference": REFERENCES[name], "from_track": track, "from_points": points,
+                     "label_crop": LABEL_CROP[name]} for name, (track, points) in relations.items()}
+    models.update({alias: {**models[base], "reference": f"as {base}"} for alias, base in SAME_AS.items()})
+    payload = {
+        "models": models,
+        "fits": fits,
+        "provenance": "benchmarks/crop_conventions.py: medians over every "
+                      f"{args.step}rd valid frame of the fit-half demo clips (identities {', '.join(FIT_IDS)}), on "
+                      "the label stage's canvas with the faces stage's boxes; from_track: tracked box → reference "
+                      "box where the reference detector fires (IoU ≥ 0.3); from_points: its own landmarks' upright "
+                      "bounding box → reference box (dlib, face-api: HOG box, frames rolled < 10°; mesh, Peppa: "
+                      "documented identity). BoxMap: centre + (dx, dy) × source (w, h), sides × (sw, sh).",
+    }
+    print(json.dumps(fits, indent=1))
+    if not args.no_write:
+        write_json(CONVENTIONS_FILE, payload)
+    if args.out:
+        write_json(args.out, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
