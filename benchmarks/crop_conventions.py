@@ -19,6 +19,9 @@ Fitted on the fit half of the demo (identities astronaut, t1face1, t1face3, t1fa
 held-out half is measured too, to show the relation carries over.
 
     python benchmarks/crop_conventions.py --out benchmarks/results/crop_conventions.json
+
+``--peppa-input`` instead checks Peppa's input conventions (channel order, scaling, crop) on the seven demo stills:
+NME against the stills' reference landmarks and against dlib-68 run from its own HOG box (another family).
 """
 
 from __future__ import annotations
@@ -137,13 +140,58 @@ def collect(step: int) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]
     return pairs
 
 
+def peppa_input() -> dict[str, Any]:
+    """Peppa's NME per still for each input variant, against the reference and against dlib on its HOG box."""
+    import cv2
+
+    from ldeq.wflw import INTEROCULAR, WFLW_TO_IBUG68
+    from pipeline.demo.reference import load
+    from pipeline.landmarks.adapters import PeppaSlim160
+
+    peppa, dlib, hog = PeppaSlim160(), create_landmark_model("dlib_68"), create_detector("dlib_hog")
+    variants = {"BGR, (x-127)/127, 1.4x1.6": (True, 127.0, 127.0, (1.4, 1.6)),
+                "RGB, (x-127)/127, 1.4x1.6": (False, 127.0, 127.0, (1.4, 1.6)),
+                "BGR, x/255, 1.4x1.6": (True, 0.0, 255.0, (1.4, 1.6)),
+                "BGR, (x-127)/127, 1.4x1.4": (True, 127.0, 127.0, (1.4, 1.4)),
+                "BGR, (x-127)/127, 1.6x1.8": (True, 127.0, 127.0, (1.6, 1.8))}
+    out: dict[str, Any] = {}
+    for name, (still, reference) in load().items():
+        ref68 = reference[WFLW_TO_IBUG68]
+        iod = float(np.linalg.norm(reference[INTEROCULAR[0]] - reference[INTEROCULAR[1]]))
+        own = _best(hog.detect(still.rgb), np.asarray(still.box, np.float64))
+        other = dlib.predict(still.rgb, own.astype(np.float32))[0] if own is not None else None
+        (x1, y1), (x2, y2) = ref68.min(axis=0), ref68.max(axis=0)
+        row = {}
+        for label, (bgr, shift, scale, (sw, sh)) in variants.items():
+            w, h = int(sw * (x2 - x1)), int(sh * (y2 - y1))
+            left, top = (x1 + x2) / 2 - w / 2, (y1 + y2) / 2 - h / 2
+            crop = cv2.warpAffine(still.rgb, np.array([[1.0, 0, -left], [0, 1.0, -top]]), (w, h),
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(127, 127, 127))
+            crop = cv2.resize(crop, (160, 160), interpolation=cv2.INTER_AREA if max(w, h) > 160 else cv2.INTER_LINEAR)
+            blob = ((crop[:, :, ::-1] if bgr else crop).astype(np.float32) - shift) / scale
+            raw = peppa._session.run(None, {peppa._input: np.ascontiguousarray(blob.transpose(2, 0, 1))[None]})[0]
+            points = np.asarray(raw, np.float64).reshape(-1)[:136].reshape(68, 2) * [w, h] + [left, top]
+            row[label] = {"vs_reference": round(100 * float(np.linalg.norm(points - ref68, axis=1).mean()) / iod, 2),
+                          "vs_dlib": None if other is None else
+                          round(100 * float(np.linalg.norm(points - other, axis=1).mean()) / iod, 2)}
+        out[name] = row
+        print(name, row, flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step", type=int, default=3, help="use every n-th frame of each clip")
     parser.add_argument("--out", type=Path, help="write the fits of both halves here (JSON)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite conventions.json")
     parser.add_argument("--from-fits", type=Path, help="take the fits from an earlier --out instead of measuring")
+    parser.add_argument("--peppa-input", action="store_true", help="only check Peppa's input conventions")
     args = parser.parse_args()
+    if args.peppa_input:
+        result = peppa_input()
+        if args.out:
+            write_json(args.out, result)
+        return 0
     if args.from_fits:
         fits = json.loads(args.from_fits.read_text(encoding="utf-8"))["fits"]
     else:

@@ -5,6 +5,10 @@ with dlib HOG's box, after one warm-up call; the figure is the median of ``--rep
 missing are listed with the reason. The error against dlib-68 (NME: mean distance over the WFLW-98 points both
 define, / outer-eye-corner distance) is recorded alongside, as a sanity check of each adapter.
 
+It also times the Peppa slim_160 ONNX graph as published (every weight also listed as a graph input, so onnxruntime
+cannot fold its batch norms) against the graph the adapter loads (those inputs removed in memory), on the same input,
+and records the largest output difference.
+
     python benchmarks/landmark_models.py --repeats 30 --out benchmarks/results/landmark_models.json
 """
 
@@ -22,6 +26,36 @@ import numpy as np
 import torch
 
 ASTRONAUT_BOX = np.array([179, 83, 266, 170], np.float32)  # dlib HOG's box, as in the tests
+
+
+def peppa_graph(rgb: np.ndarray, repeats: int) -> dict[str, object]:
+    """ms per call of the published Peppa graph and of the constant-folding one, and their largest difference."""
+    import onnxruntime as ort
+
+    from pipeline.landmarks.adapters import constant_folding_session
+    from pipeline.models_store import model_path
+
+    path = model_path("peppa_slim_160")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    sessions = {"published": ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]),
+                "weights_not_inputs": constant_folding_session(path)}
+    crop = rgb[60:220, 140:300, ::-1].astype(np.float32)  # the astronaut's face, BGR, 160×160
+    blob = np.ascontiguousarray(((crop - 127) / 127).transpose(2, 0, 1))[None]
+    out: dict[str, object] = {}
+    outputs = []
+    for name, session in sessions.items():
+        feed = {session.get_inputs()[0].name: blob}
+        outputs.append(session.run(None, feed)[0])
+        seconds = []
+        for _ in range(max(repeats, 100)):
+            start = time.perf_counter()
+            session.run(None, feed)
+            seconds.append(time.perf_counter() - start)
+        out[f"ms_median_{name}"] = round(1000 * float(np.median(seconds)), 3)
+    out["max_abs_output_difference"] = float(np.abs(outputs[0] - outputs[1]).max())
+    return out
 
 
 def main() -> int:
@@ -76,6 +110,9 @@ def main() -> int:
         "torch_threads": args.threads, "machine": f"{platform.machine()}, {platform.python_version()}, cpu",
         "models": results,
     }
+    if "ms_median" in results.get("peppa_slim_160", {}):
+        payload["peppa_graph"] = peppa_graph(rgb, args.repeats)
+        print("peppa_slim_160 graph:", payload["peppa_graph"])
     if args.out:
         write_json(args.out, payload)
     return 0
