@@ -12,6 +12,7 @@ Media are the embedded demo's source videos (build the demo first), cut to ``--f
 
     python benchmarks/scale.py --videos 48 --workers 2 --out benchmarks/results/scale.json
     python benchmarks/scale.py --videos 4 --frames 20 --workers 1 --out /tmp/scale_smoke.json   # smoke run
+    python benchmarks/scale.py --demo-rss --out benchmarks/results/scale_demo_rss.json  # label client RSS, 7 vs 28
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def setup_project(project: Path, workers: int) -> dict[str, str]:
     for item in ("pipeline", "stages", "ldeq"):
         if not (project / item).exists():
             os.symlink(ROOT / item, project / item)
+    (project / "corrections").mkdir(exist_ok=True)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["sources"]["list"] = "sources.csv"
     raw["sources"]["media"] = "media"
@@ -148,7 +150,7 @@ def label_rss_slope(project: Path, env: dict[str, str], fraction: float) -> dict
         with ManifestWriter(part, "faces") as writer:
             for vid in chosen:
                 writer.write(table.filter(pq.pa.compute.equal(table.column("video_id"), vid)))
-        cold = {**env, "WFLWV_CACHE": tempfile.mkdtemp(prefix="cold-cache-", dir=project)}
+        cold = {**env, "WFLWV_CACHE": tempfile.mkdtemp(prefix="cold-cache-")}
         result = run_stage(project, cold, "label", "--faces", str(part), "--out", "manifests/landmarks_part.parquet",
                            "--status-out", "manifests/label_status_part.parquet")
         frames = len(pd.read_parquet(project / "manifests" / "landmarks_part.parquet",
@@ -202,8 +204,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--rss-fraction", type=float, default=0.25)
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--demo-rss", action="store_true",
+                        help="only the label client's RSS slope on this project's built demo (a quarter vs all)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.demo_rss:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                  "demo_label_rss": label_rss_slope(ROOT, env, args.rss_fraction)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="scale-"))
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                               "videos": args.videos, "frames_per_video": args.frames, "hd_every": args.hd_every,
