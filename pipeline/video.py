@@ -247,16 +247,19 @@ def read_frames(path: str | os.PathLike[str], indices: Iterable[int] | None = No
 class VideoWriter:
     """Write RGB frames to an H.264 MP4 atomically (the file appears only when closed without error).
 
+    ``x264_cpu`` restricts x264's SIMD to a named level (its ``asm`` option, e.g. ``"SSSE3"``); ``None`` uses what
+    x264 detects. Tests encode at lower levels to check that the bytes do not depend on the CPU.
+
     Example:
         >>> with VideoWriter("clip.mp4", fps=30) as out:  # doctest: +SKIP
         ...     out.write(frame_rgb)
     """
 
     def __init__(self, path: str | os.PathLike[str], fps: float, codec: str = "libx264", crf: int = 12,
-                 preset: str = "veryfast") -> None:
+                 preset: str = "veryfast", x264_cpu: str | None = None) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
-        self.codec, self.crf, self.preset = codec, crf, preset
+        self.codec, self.crf, self.preset, self.x264_cpu = codec, crf, preset, x264_cpu
         self.count = 0
 
     def __enter__(self) -> VideoWriter:
@@ -273,7 +276,8 @@ class VideoWriter:
             assert isinstance(stream, av.video.stream.VideoStream)  # a video codec gives a video stream
             stream.width, stream.height = rgb.shape[1], rgb.shape[0]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
+            stream.options = {"crf": str(self.crf), "preset": self.preset,
+                              **({"x264-params": f"asm={self.x264_cpu}"} if self.x264_cpu else {})}
             # One encoder thread: x264's output depends on its thread count, which defaults to the core count.
             stream.codec_context.thread_count = 1
             self._stream = stream

@@ -21,6 +21,7 @@ import csv
 import functools
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +36,8 @@ from pipeline.manifest import atomic_path, write_rows
 from pipeline.params import DemoParams
 from pipeline.video import VideoWriter
 
-__all__ = ["Difficulty", "LEVELS", "SCENARIOS", "OutsideProject", "build_demo"]
+__all__ = ["Difficulty", "LEVELS", "SCENARIOS", "OutsideProject", "SourceVideo", "media_pool", "source_videos",
+           "build_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,8 @@ def _smooth_path(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _move(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Points (n, 2) through a 2×3 affine, one IEEE operation at a time: ``points @ A.T`` goes through BLAS, whose
-    kernel (FMA or not, summation order) OpenBLAS picks per CPU, and moved a landmark by one float32 step."""
+    kernel (FMA or not, summation order) OpenBLAS picks per CPU: another kernel moved a truth landmark by one float32
+    step."""
     x, y = points[:, 0], points[:, 1]
     return np.stack([affine[0, 0] * x + affine[0, 1] * y + affine[0, 2],
                      affine[1, 0] * x + affine[1, 1] * y + affine[1, 2]], axis=1)
@@ -121,13 +124,14 @@ def _resize_cubic(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     Intel IPP, whose AVX-512, AVX2 and SSE4.2 code paths (picked per CPU) round differently: a CPU without AVX-512
     made other carphone frames and so other videos."""
     (ix, wx), (iy, wy) = _cubic_taps(rgb.shape[1], width), _cubic_taps(rgb.shape[0], height)
-    src = rgb.astype(np.int64)
-    rows = np.zeros((rgb.shape[0], width, rgb.shape[2]), np.int64)
-    for k in range(4):
+    src, wx = rgb.astype(np.int32), wx.astype(np.int32)  # |rows| <= 255 · 1.375 · 2^11: int32 holds them
+    rows = src[:, ix[:, 0]] * wx[None, :, 0, None]
+    for k in range(1, 4):
         rows += src[:, ix[:, k]] * wx[None, :, k, None]
-    full = np.zeros((height, width, rgb.shape[2]), np.int64)
-    for k in range(4):
-        full += rows[iy[:, k]] * wy[:, k, None, None]
+    wide = rows.astype(np.int64)  # the second pass reaches 2^31
+    full = wide[iy[:, 0]] * wy[:, 0, None, None]
+    for k in range(1, 4):
+        full += wide[iy[:, k]] * wy[:, k, None, None]
     half = 1 << (2 * _RESIZE_BITS - 1)
     return np.clip((full + half) >> (2 * _RESIZE_BITS), 0, 255).astype(np.uint8)
 
@@ -232,6 +236,42 @@ class OutsideProject(ValueError):
     """The demo's output folder lies outside the project (checked before any work)."""
 
 
+@dataclass(frozen=True)
+class SourceVideo:
+    """One demo source before encoding: RGB frames and, for stills, GT boxes (n, 4) and landmarks (n, 98, 2)."""
+
+    video_id: str
+    media: str
+    level: int
+    scenario: str
+    frames: list[np.ndarray]
+    boxes: np.ndarray | None
+    points: np.ndarray | None
+
+
+def media_pool() -> list[str]:
+    """The media the clips cycle through: every stored still, then the carphone sequence."""
+    return sorted(reference.load()) + ["carphone"]
+
+
+def source_videos(params: DemoParams) -> Iterator[SourceVideo]:
+    """Every source video of the demo in build order, made with exact arithmetic only (the module doc says how)."""
+    rng = np.random.default_rng(params.seed)
+    references = reference.load()
+    carphone = load_carphone()
+    n = params.lead_frames + params.clip_frames + params.tail_frames
+    for i, (media, level_index, scenario) in enumerate(_plan(params, media_pool(), sorted(references), rng)):
+        video_id = f"demo{i:03d}_{media}_d{level_index}" + ("" if scenario == "camera" else f"_{scenario}")
+        level = LEVELS[level_index]
+        clip_rng = np.random.default_rng([params.seed, i])
+        if media == "carphone":
+            frames, boxes, points = _carphone_video(carphone, level, n, params, clip_rng), None, None
+        else:
+            still, reference_points = references[media]
+            frames, boxes, points = _still_video(still, reference_points, level, n, params, clip_rng, scenario)
+        yield SourceVideo(video_id, media, level_index, scenario, frames, boxes, points)
+
+
 def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
     """Write ``raw/<id>.mp4`` source videos, ``sources.csv`` and ``truth.parquet`` under ``out_dir``.
 
@@ -244,24 +284,14 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
     if not out_dir.is_relative_to(root):
         raise OutsideProject(f"--out {out_dir}: the demo must be built inside the project folder {root} "
                              "(its source list holds project-relative file: URLs)")
-    rng = np.random.default_rng(params.seed)
-    references = reference.load()
-    carphone = load_carphone()
-    pool = sorted(references) + ["carphone"]
     raw_dir = out_dir / "raw"
     sources, truth = [], []
     n = params.lead_frames + params.clip_frames + params.tail_frames
-    for i, (media, level_index, scenario) in enumerate(_plan(params, pool, sorted(references), rng)):
-        video_id = f"demo{i:03d}_{media}_d{level_index}" + ("" if scenario == "camera" else f"_{scenario}")
-        level = LEVELS[level_index]
-        clip_rng = np.random.default_rng([params.seed, i])
-        if media == "carphone":
-            frames, boxes, points = _carphone_video(carphone, level, n, params, clip_rng), None, None
-        else:
-            still, reference_points = references[media]
-            frames, boxes, points = _still_video(still, reference_points, level, n, params, clip_rng, scenario)
+    for video in source_videos(params):
+        video_id, media, level_index, scenario = video.video_id, video.media, video.level, video.scenario
+        boxes, points = video.boxes, video.points
         with VideoWriter(raw_dir / f"{video_id}.mp4", fps=params.fps, crf=16) as out:
-            for frame in frames:
+            for frame in video.frames:
                 out.write(frame)
         start, end = params.lead_frames, params.lead_frames + params.clip_frames - 1
         sources.append([video_id, f"file:{(raw_dir / f'{video_id}.mp4').relative_to(root)}", start, end])
@@ -283,5 +313,5 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
         writer.writerow(["video_id", "url", "start_frame", "end_frame"])
         writer.writerows(sources)
     write_rows(truth, "demo_truth", out_dir / "truth.parquet")
-    return {"clips": params.n_clips + params.n_rolled + params.n_exits, "broken_sources": 2, "media": pool,
+    return {"clips": params.n_clips + params.n_rolled + params.n_exits, "broken_sources": 2, "media": media_pool(),
             "frames_per_source": n}
