@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = [SourceRow(**r) for r in read_table(args.sources, "sources").to_pylist()]
     media = Path(args.media)
     check_outputs([args.out], [media, store])
-    for folder in (store, media):
+    for folder in (media, *store.glob("*/*")):  # the output, and each stored version's folder
         for leftover in remove_stale(folder):  # a killed run's partial files must never look finished
             log.info("removed leftover %s", leftover)
     rows, timings, notes = [], {}, {}

@@ -19,6 +19,7 @@ trim stage cuts by decoded frame index. Per video:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +45,8 @@ from pipeline.runcache import file_digest
 from pipeline.sources import SourceRow, check_url, local_file, safe_video_id
 from pipeline.video import NoVideoStream, iter_frames, probe
 
-__all__ = ["download_video", "classify_message", "resolve_url", "backoff_seconds", "record_matches", "source_changed"]
+__all__ = ["download_video", "classify_message", "resolve_url", "backoff_seconds", "record_matches", "source_changed",
+           "store_slot"]
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +228,30 @@ def _reuse(store: Path, video_id: str, source: SourceRow, params: DownloadParams
     return {**row, "path": str(media)}, record, None
 
 
+def store_slot(store: Path, source: SourceRow, params: DownloadParams) -> Path:
+    """Where one version of a source lives in the download store: ``<store>/<id>/<version>``, the version a hash of
+    (url, format selector, content hash of a project file). A source that changes and changes back finds its earlier
+    download again; versions no list uses any more are pruned with the cache."""
+    version = hashlib.sha256("\n".join([source.url, params.format, source.content_sha256 or ""]).encode())
+    return store / safe_video_id(source.video_id) / version.hexdigest()[:16]
+
+
+def _other_versions(store: Path, slot: Path, video_id: str, source: SourceRow, params: DownloadParams) -> str | None:
+    """Why an earlier download of this id is not reused, when the store holds one (another version)."""
+    why = None
+    for record_path in sorted((store / video_id).glob(f"*/{video_id}.json")):
+        if record_path.parent == slot:
+            continue
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if record_matches(record, source, params):
+            return "source changed: its content is not what was downloaded"
+        why = "the url or download.format changed"
+    return why
+
+
 def source_changed(record: dict[str, Any], source: SourceRow, params: DownloadParams, root: Path,
                    cache: Path) -> str | None:
     """Why the source is no longer what ``record`` fetched, or None if it still is (as far as
@@ -327,11 +353,15 @@ def download_video(source: SourceRow, store: Path, params: DownloadParams, root:
     except ValueError as err:
         return {"video_id": source.video_id, "url": source.url, "status": "download_error", "error": str(err),
                 "seconds": 0.0}
-    store.mkdir(parents=True, exist_ok=True)
-    reused, record, why_not = _reuse(store, video_id, source, params, root, cache)
+    slot = store_slot(store, source, params)
+    slot.mkdir(parents=True, exist_ok=True)
+    reused, record, why_not = _reuse(slot, video_id, source, params, root, cache)
     if reused is not None:
         return {**_licence_row(reused, params), "note": "reused", "seconds": round(time.monotonic() - started, 3)}
-    _forget(store, video_id, record)
+    if record is None:
+        why_not = _other_versions(store, slot, video_id, source, params)
+    _forget(slot, video_id, record)
+    store = slot
     staging = staging_dir(store, video_id)
     shutil.rmtree(staging, ignore_errors=True)
     _make_staging(staging)
@@ -341,16 +371,17 @@ def download_video(source: SourceRow, store: Path, params: DownloadParams, root:
                              row))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        try:
-            staging.parent.rmdir()  # only when no other video is staging
-        except OSError:
-            pass
+        for folder in (staging.parent, slot, slot.parent):  # only the empty ones: nothing of a failed try is kept
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     if row["status"] != "ok":
         log.warning("%s: download failed (%s) after %d attempt(s): %s", video_id, row["status"], row["attempts"],
                     row["error"])
     elif why_not:
         log.info("%s: downloaded again: %s", video_id, why_not)
-    row["note"] = f"redownloaded: {why_not}" if why_not and record is not None else "downloaded"
+    row["note"] = f"redownloaded: {why_not}" if why_not else "downloaded"
     row["seconds"] = round(time.monotonic() - started, 3)
     return row
 

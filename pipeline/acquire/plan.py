@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipeline.acquire.download import record_matches
+from pipeline.acquire.download import record_matches, store_slot
 from pipeline.params import DownloadParams, SourcesParams
 from pipeline.sources import SourceRow, read_id_lists, read_source_list
 
@@ -75,10 +75,12 @@ def plan_downloads(sources: SourcesParams, params: DownloadParams, media: Path,
 
 
 def _already_done(row: SourceRow, params: DownloadParams, media: Path) -> bool:
-    """Whether a finished download with a matching record exists (the real run would reuse it)."""
+    """Whether the download store holds a finished download of this (url, format) (the real run would reuse it, web
+    sources at least: a project file is also checked against its content then)."""
+    slot = store_slot(media, row, params)
     try:
-        record = json.loads((media / f"{row.video_id}.json").read_text(encoding="utf-8"))
+        record = json.loads((slot / f"{row.video_id}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (isinstance(record, dict) and record.get("status") == "ok" and record_matches(record, row, params)
-            and (media / str(record.get("path", ""))).is_file())
+            and (slot / str(record.get("path", ""))).is_file())

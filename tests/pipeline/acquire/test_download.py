@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, ramp_video
-from pipeline.acquire.download import _kill, backoff_seconds, download_video, resolve_url
+from pipeline.acquire.download import _kill, backoff_seconds, download_video, resolve_url, store_slot
 from pipeline.acquire.ytdlp_run import classify_message, retry_after_seconds
 from pipeline.manifest import write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
@@ -45,22 +45,29 @@ def source(video_id: str, url: str) -> SourceRow:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Everything in a download folder except finished downloads and their records."""
+    """Everything in a download store except finished downloads, their records and the folders that hold them."""
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix not in (".mp4", ".json"))
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.startswith(".")
+                  or (p.is_file() and p.suffix not in (".mp4", ".json")) or (p.is_dir() and not any(p.iterdir())))
+
+
+def slot(store: Path, src, params) -> Path:
+    """The store's folder for this version of a source."""
+    return store_slot(store, src, params)
 
 
 def test_direct_mp4_with_provenance_then_reuse_without_network(server, tmp_path):
     row = fetch(source("v1", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
     assert row["status"] == "ok", row["error"]
     assert row["extractor"].lower() == "generic" and row["attempts"] == 1
-    assert Path(row["path"]) == tmp_path / "dl" / "v1.mp4" and row["bytes"] == Path(row["path"]).stat().st_size
+    here = slot(tmp_path / "dl", source("v1", server.url("media/clip.mp4")), dl_params())
+    assert Path(row["path"]) == here / "v1.mp4" and row["bytes"] == Path(row["path"]).stat().st_size
     assert (row["width"], row["height"], row["fps"]) == (64, 48, 25.0)
     assert row["webpage_url"] == server.url("media/clip.mp4") and row["title"] == "clip"
     assert "license" in row and "uploader" in row and "upload_date" in row  # None for a bare file
     assert len(row["sha256"]) == 64 and row["ytdlp_version"]
-    record = json.loads((tmp_path / "dl" / "v1.json").read_text())
+    record = json.loads((here / "v1.json").read_text())
     assert record["path"] == "v1.mp4" and record["format"] == dl_params().format  # movable with its folder
     requests = len(server.requests)
     again = fetch(source("v1", server.url("media/clip.mp4")), tmp_path / "dl", dl_params(), tmp_path)
@@ -87,8 +94,12 @@ def test_changed_url_or_format_downloads_again(server, tmp_path):
     reformatted = fetch(source("v", server.url("media/other.mp4")), out, dl_params(format="b/bv*"),
                                  tmp_path)
     assert reformatted["status"] == "ok" and len(server.requests) > requests
-    assert json.loads((out / "v.json").read_text())["format"] == "b/bv*"
-    assert sorted(p.name for p in out.iterdir()) == ["v.json", "v.mp4"]
+    here = slot(out, source("v", server.url("media/other.mp4")), dl_params(format="b/bv*"))
+    assert json.loads((here / "v.json").read_text())["format"] == "b/bv*"
+    # each (url, format) is its own version in the store: coming back to one reuses it
+    assert [sorted(p.name for p in version.iterdir()) for version in (out / "v").iterdir()] == [["v.json", "v.mp4"]] * 3
+    back = fetch(source("v", server.url("media/clip.mp4")), out, dl_params(), tmp_path)
+    assert back["note"] == "reused" and back["sha256"] == first["sha256"]
 
 
 def test_retry_after_is_honoured_and_the_first_request_is_retried(server, tmp_path):
@@ -112,7 +123,7 @@ def test_transient_failures_are_retried_final_ones_are_not(server, tmp_path, rou
     assert (row["status"], row["attempts"]) == (status, attempts), row["error"]
     assert leftovers(tmp_path / "dl") == []
     if status != "ok":
-        assert row["path"] is None and not (tmp_path / "dl" / "t.json").exists()
+        assert row["path"] is None and not list((tmp_path / "dl").rglob("t.json"))
         assert row["error"]
 
 
@@ -151,12 +162,13 @@ def test_connection_refused_is_network_error(tmp_path):
 def test_failure_of_one_id_never_touches_another_with_a_longer_id(server, tmp_path):
     out = tmp_path / "dl"
     kept = fetch(source("x.y", server.url("media/clip.mp4")), out, dl_params(), tmp_path)
-    busy = out / ".staging" / "x.y" / "media.mp4.part"  # as if x.y were downloading in another worker
+    here = slot(out, source("x.y", server.url("media/clip.mp4")), dl_params())
+    busy = here / ".staging" / "x.y" / "media.mp4.part"  # as if x.y were downloading in another worker
     busy.parent.mkdir(parents=True)
     busy.write_bytes(b"partial")
     failed = fetch(source("x", server.url("status/404/a.mp4")), out, dl_params(), tmp_path)
     assert failed["status"] == "unavailable"
-    assert busy.read_bytes() == b"partial" and Path(kept["path"]).is_file() and (out / "x.y.json").is_file()
+    assert busy.read_bytes() == b"partial" and Path(kept["path"]).is_file() and (here / "x.y.json").is_file()
 
 
 def test_file_urls_stay_inside_the_project(tmp_path):
@@ -283,7 +295,7 @@ def test_failure_table_in_one_stage_run_then_trim(server, tmp_path):
     ok = downloads.index[downloads.status == "ok"]
     assert sorted(p.name for p in media.iterdir()) == sorted(f"{v}.mp4" for v in ok)  # the list's videos only
     store = project / ".cache" / "runs" / "downloads"  # records and media stay in the store, outside the output
-    assert {f"{v}.json" for v in ok} <= {p.name for p in store.iterdir()}
+    assert {f"{v}.json" for v in ok} <= {p.name for p in store.glob("*/*/*.json")}
     _run([sys.executable, "-m", "stages.trim", "--params", "params.yaml"], project, env)
     clips = pd.read_parquet(project / "manifests" / "clips.parquet").set_index("video_id")
     assert clips["status"].to_dict() == {vid: "ok" if status == "ok" else "skipped"
@@ -309,17 +321,17 @@ def test_kill_9_mid_stage_then_rerun_gives_the_same_manifest(server, tmp_path):
     proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while not ((store / "a_good.json").is_file() and (store / ".staging" / "b_slow").is_dir()):
+    while not (any(store.glob("a_good/*/a_good.json")) and any(store.glob("b_slow/*/.staging/b_slow"))):
         assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
         time.sleep(0.02)
     time.sleep(1.0)  # into the slow body
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (store / ".staging" / "b_slow").is_dir() and not manifest.exists()
-    assert not (store / "b_slow.json").exists()  # the partial file is not a finished download
+    assert any(store.glob("b_slow/*/.staging/b_slow")) and not manifest.exists()
+    assert not any(store.glob("b_slow/*/b_slow.json"))  # the partial file is not a finished download
 
     _run(cmd, project, env)
-    assert not (store / ".staging").exists()
+    assert not any(store.rglob(".staging"))
     assert sorted(p.name for p in media.iterdir()) == ["a_good.mp4", "b_slow.mp4", "d_odd.mp4"]
     pd.testing.assert_frame_equal(pd.read_parquet(manifest), clean)
 

@@ -172,23 +172,25 @@ def test_kill_9_mid_stage_then_rerun_gives_the_same_manifest(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     clean = pd.read_parquet(manifest)
     clean_bytes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in clips.glob("*.mp4")}
+    cache = project / ".cache" / "runs" / "trim"  # clips are cut inside the run cache, then linked into data/clips
     shutil.rmtree(clips)
+    shutil.rmtree(cache)
     manifest.unlink()
 
     proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while not (clips.is_dir() and any(p.name.startswith(".v1.mp4.") for p in clips.iterdir())):
+    while not any(p.name.startswith(".v1.mp4.") for p in cache.glob(".tmp/*/media/*")):
         assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the stage and its dask workers, like a crash
     proc.wait()
-    assert _hidden(clips), "the kill should leave the half-written clip behind"
-    assert not manifest.exists()
+    assert list(cache.glob(".tmp/*")), "the kill should leave the half-written entry behind"
+    assert not manifest.exists() and not (clips / "v1.mp4").exists()
 
     run = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert _hidden(clips) == []
+    assert _hidden(clips) == [] and not list(cache.glob(".tmp/*"))
     pd.testing.assert_frame_equal(pd.read_parquet(manifest), clean)
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in clips.glob("*.mp4")} == clean_bytes
 
