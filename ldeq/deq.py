@@ -13,30 +13,15 @@ All modes but ``unrolled`` keep training memory independent of the number of sol
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 
 from ldeq.config import LDEQConfig
 from ldeq.solvers import SolverInfo, solve
 
-if TYPE_CHECKING:
-    from ldeq.model import LDEQ
-
-__all__ = ["equilibrium", "solve_equilibrium", "GRAD_MODES"]
+__all__ = ["solve_equilibrium", "GRAD_MODES"]
 
 GRAD_MODES = ("phantom", "jfb", "implicit", "unrolled")
-
-
-def equilibrium(model: LDEQ, x: torch.Tensor, z0: torch.Tensor, max_iters: int | None = None,
-                grad: str | None = None, anchor: torch.Tensor | None = None, gamma: float = 0.0,
-                solver: str | None = None) -> tuple[torch.Tensor, SolverInfo]:
-    """Return the (post extra-step) equilibrium z of ``model``'s cell and solver info; differentiable in training mode.
-
-    See :func:`solve_equilibrium`; the cell, the config and the mode (``model.training``) come from ``model``.
-    """
-    return solve_equilibrium(model.deq_layer.cell, model.cfg, x, z0, training=model.training, max_iters=max_iters,
-                             grad=grad, anchor=anchor, gamma=gamma, solver=solver)
 
 
 def solve_equilibrium(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cfg: LDEQConfig, x: torch.Tensor,

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from ldeq.config import LDEQConfig
+from ldeq.deq import solve_equilibrium
 from ldeq.solvers import SolverInfo
 
 __all__ = ["ConvBlock", "Hourglass", "Cell", "DEQLayer", "LDEQ", "LDEQOutput", "normalize_heatmaps",
@@ -175,12 +176,11 @@ class LDEQ(nn.Module):
 
         In training mode the gradient is taken as ``grad`` (default ``cfg.grad``); the solver itself never builds
         a graph, so memory does not grow with the number of solver iterations. ``anchor``/``gamma`` select the
-        proximal map used by RwR (see :func:`ldeq.deq.equilibrium`).
+        proximal map used by RwR (see :func:`ldeq.deq.solve_equilibrium`).
         """
-        from ldeq.deq import equilibrium
-
         x = self.inject(images)
         z0 = self.zeros(x) if z0 is None else z0
-        z, info = equilibrium(self, x, z0, max_iters=max_iters, grad=grad, anchor=anchor, gamma=gamma, solver=solver)
+        z, info = solve_equilibrium(self.deq_layer.cell, self.cfg, x, z0, training=self.training, max_iters=max_iters,
+                                    grad=grad, anchor=anchor, gamma=gamma, solver=solver)
         landmarks, sigma = soft_argmax(z)
         return LDEQOutput(landmarks, sigma, z, info)
