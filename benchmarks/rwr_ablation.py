@@ -20,16 +20,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ldeq.checkpoint import load_checkpoint  # noqa: E402
-from ldeq.infer import predict_video  # noqa: E402
+from ldeq.infer import RwR, predict_video  # noqa: E402
 from ldeq.metrics import nmf, video_nme  # noqa: E402
 from pipeline.manifest import boxes_array, points_array, read_table, rows_by_video, write_json  # noqa: E402
 from pipeline.video import iter_frames  # noqa: E402
 
-VARIANTS = {
-    "none": {},
-    "rwr_aligned": {"rwr": True, "rwr_iters": 1, "rwr_align": True},
-    "rwr_as_released": {"rwr": True, "rwr_iters": 1, "rwr_align": False},
-    "rwr_one_call": {"rwr": True, "rwr_iters": 0, "rwr_align": True},
+VARIANTS: dict[str, RwR | None] = {
+    "none": None,
+    "rwr_aligned": RwR(iters=1, frame0_full_solve=True, align=True, gamma=0.0),
+    "rwr_as_released": RwR(iters=1, frame0_full_solve=True, align=False, gamma=0.0),
+    "rwr_one_call": RwR(iters=0, frame0_full_solve=True, align=True, gamma=0.0),
 }
 
 
@@ -49,8 +49,8 @@ def main() -> int:
         subset = rows.column("subset")[0].as_py()
         gt, boxes = points_array(rows.column("landmarks")), boxes_array(rows)
         frames = [f.rgb for f in iter_frames(clips[vid], 0, len(boxes))]
-        for name, kwargs in VARIANTS.items():
-            pred = predict_video(model, frames, boxes, **kwargs).points
+        for name, rwr in VARIANTS.items():
+            pred = predict_video(model, frames, boxes, rwr).points
             scores.setdefault(subset, {}).setdefault(name, []).append((video_nme(pred, gt), nmf(pred, gt)))
         print(vid, subset, {n: tuple(round(v, 1) for v in s[subset][n][-1]) for s in [scores] for n in VARIANTS},
               flush=True)

@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from ldeq.config import get_config
-    from ldeq.infer import predict_video
+    from ldeq.infer import RwR, predict_video
     from ldeq.model import LDEQ
 
     torch.set_num_threads(args.threads)
@@ -51,7 +51,7 @@ def main() -> int:
     frames, boxes = moving_face(args.frames)
     predict_video(model, frames[:2], boxes[:2])  # warm-up
     scratch = predict_video(model, frames, boxes)
-    rwr = predict_video(model, frames, boxes, rwr=True, rwr_iters=1)
+    rwr = predict_video(model, frames, boxes, RwR(iters=1, frame0_full_solve=True, align=True, gamma=0.0))
     result = {
         "profile": args.profile, "solver": cfg.solver, "max_iters": cfg.max_iters, "frames": args.frames,
         "threads": args.threads, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",

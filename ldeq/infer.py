@@ -13,7 +13,7 @@ from torch.nn import functional as F  # noqa: N812
 from ldeq.crop import from_crop, network_input
 from ldeq.model import LDEQ
 
-__all__ = ["VideoPrediction", "predict_video", "warp_heatmaps"]
+__all__ = ["RwR", "VideoPrediction", "predict_video", "warp_heatmaps"]
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,31 @@ class VideoPrediction:
     seconds: np.ndarray
 
 
+@dataclass(frozen=True)
+class RwR:
+    """How RwR runs: warm-start frame t from z*_{t−1} and run ``iters`` fixed-point iterations (+ the extra step),
+    whatever the model's solver (Anderson needs two calls before its first accelerated step, fpi gives 1 + 1 calls).
+
+    Attributes:
+        iters: fixed-point iterations per warm-started frame.
+        frame0_full_solve: give frame 0 the full solver budget (the released code runs every frame, frame 0
+            included, with ``rwr_max_iters``; ``False`` reproduces that).
+        align: resample z*_{t−1} from frame t−1's crop into frame t's before using it. Each frame is cropped from
+            its own box, so an unaligned warm start (the released code) carries heatmaps whose peaks sit where the
+            landmarks were in the *previous* crop: every box step then becomes a landmark step.
+        gamma: 0 reproduces the released code (warm start + early stop only); γ > 0 also anchors each frame's
+            map to the previous equilibrium, z ← (f(z) + γ z*_{t−1}) / (1 + γ), the proximal reading of RwR.
+    """
+
+    iters: int
+    frame0_full_solve: bool
+    align: bool
+    gamma: float
+
+
 @torch.no_grad()
-def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, rwr: bool = False,
-                  rwr_iters: int = 1, frame0_full_solve: bool = True, rwr_gamma: float = 0.0,
-                  rwr_align: bool = True) -> VideoPrediction:
+def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray,
+                  rwr: RwR | None = None) -> VideoPrediction:
     """Predict landmarks for every frame, one frame at a time.
 
     Args:
@@ -37,15 +58,7 @@ def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, 
         boxes: (F, 4) face boxes; each frame is cropped from its own box with the model's crop convention
             (``cfg.crop_scale``, ``cfg.mean``/``cfg.std``), as the released evaluation does
             (:func:`ldeq.crop.network_input`).
-        rwr: warm-start frame t from z*_{t−1} and run ``rwr_iters`` fixed-point iterations (+ the extra step), whatever
-            the model's solver: Anderson needs two calls before its first accelerated step, fpi gives 1 + 1 calls.
-        frame0_full_solve: give frame 0 the full solver budget (the released code runs every frame, frame 0
-            included, with ``rwr_max_iters``; ``False`` reproduces that).
-        rwr_gamma: 0 reproduces the released code (warm start + early stop only); γ > 0 also anchors each frame's
-            map to the previous equilibrium, z ← (f(z) + γ z*_{t−1}) / (1 + γ), the proximal reading of RwR.
-        rwr_align: resample z*_{t−1} from frame t−1's crop into frame t's before using it. Each frame is cropped from
-            its own box, so an unaligned warm start (the released code) carries heatmaps whose peaks sit where the
-            landmarks were in the *previous* crop: every box step then becomes a landmark step.
+        rwr: how to warm-start each frame from the previous one (:class:`RwR`); None solves every frame from scratch.
     """
     model.eval()
     cfg = model.cfg
@@ -59,12 +72,12 @@ def predict_video(model: LDEQ, frames: Iterable[np.ndarray], boxes: np.ndarray, 
         image = torch.from_numpy(chw)[None].to(device)
         _synchronize(device)
         started = time.perf_counter()
-        if rwr and rwr_align and z_prev is not None and prev_affine is not None:
+        if rwr is not None and rwr.align and z_prev is not None and prev_affine is not None:
             z_prev = warp_heatmaps(z_prev, prev_affine, affine, size)
-        if rwr and z_prev is not None:
-            out = model(image, z0=z_prev, max_iters=rwr_iters, anchor=z_prev, gamma=rwr_gamma, solver="fpi")
-        elif rwr and not frame0_full_solve:
-            out = model(image, max_iters=rwr_iters)
+        if rwr is not None and z_prev is not None:
+            out = model(image, z0=z_prev, max_iters=rwr.iters, anchor=z_prev, gamma=rwr.gamma, solver="fpi")
+        elif rwr is not None and not rwr.frame0_full_solve:
+            out = model(image, max_iters=rwr.iters)
         else:
             out = model(image)
         _synchronize(device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from ldeq.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from ldeq.infer import predict_video
+from ldeq.infer import RwR, predict_video
 from ldeq.metrics import ced, fr_auc, nme
 from ldeq.video_eval import apply_filter, objective, score_video, summarize, tune_filter
 from pipeline.cli import TIMINGS_DIR
@@ -43,7 +44,7 @@ from pipeline.manifest import (
 from pipeline.params import ClusterParams, EvaluateParams, ParamsError
 from pipeline.video import iter_frames
 
-__all__ = ["evaluate_checkpoint", "evaluation_checkpoint", "write_scalar_metrics"]
+__all__ = ["evaluate_checkpoint", "evaluation_checkpoint", "rwr_settings", "write_scalar_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ def evaluation_checkpoint(params: EvaluateParams, default: str | Path) -> tuple[
             raise ParamsError(f"evaluate.checkpoint: {err}") from None
         raise ManifestError(str(err)) from None
     return path, weights
+
+
+def rwr_settings(params: EvaluateParams) -> RwR:
+    """The RwR settings of ``params``, γ = 0 (the released code's): each γ of the grid is this value with its γ."""
+    return RwR(iters=params.rwr_iters, frame0_full_solve=params.frame0_full_solve, align=params.rwr_align, gamma=0.0)
 
 
 def _videos(annotations: Path, clips: Path, max_videos: int | None) -> list[dict[str, Any]]:
@@ -98,18 +104,16 @@ def _longest_valid_run(rows: Any) -> tuple[int, int]:
     return best
 
 
-def _predict(item: dict[str, Any], checkpoint: str, stamp: str, rwr_iters: int, frame0_full: bool, align: bool,
-             gammas: list[float]) -> dict[str, Any]:
+def _predict(item: dict[str, Any], checkpoint: str, stamp: str, rwr: RwR, gammas: list[float]) -> dict[str, Any]:
     """From-scratch and RwR predictions (one per γ) of one video, with per-frame cost (runs on a dask worker)."""
     torch.set_num_threads(1)
     model = worker_cached(f"ldeq:{checkpoint}:{stamp}", lambda: load_checkpoint(checkpoint))
     start = item.get("start", 0)
     frames = [f.rgb for f in iter_frames(item["path"], start, start + len(item["boxes"]))]
     scratch = predict_video(model, frames, item["boxes"])
-    rwr = {g: predict_video(model, frames, item["boxes"], rwr=True, rwr_iters=rwr_iters,
-                            frame0_full_solve=frame0_full, rwr_gamma=g, rwr_align=align) for g in gammas}
-    first = rwr[gammas[0]]
-    return {**item, "status": "ok", "scratch": scratch.points, "rwr": {g: r.points for g, r in rwr.items()},
+    warm = {g: predict_video(model, frames, item["boxes"], replace(rwr, gamma=g)) for g in gammas}
+    first = warm[gammas[0]]
+    return {**item, "status": "ok", "scratch": scratch.points, "rwr": {g: r.points for g, r in warm.items()},
             "calls": {"scratch": scratch.calls.mean(), "rwr": first.calls[1:].mean()},
             "seconds": {"scratch": float(np.median(scratch.seconds)), "rwr": float(np.median(first.seconds[1:]))}}
 
@@ -171,14 +175,14 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
                          "the same name without it")
     checkpoint, weights = evaluation_checkpoint(params, default_checkpoint)
     items = _videos(Path(annotations), Path(clips), params.max_videos)
-    run = {"checkpoint": str(checkpoint.resolve()), "stamp": f"{weights.stat().st_mtime_ns}", "rwr_iters":
-           params.rwr_iters, "frame0_full": params.frame0_full_solve, "align": params.rwr_align}
+    rwr = rwr_settings(params)
+    run = {"checkpoint": str(checkpoint.resolve()), "stamp": f"{weights.stat().st_mtime_ns}", "rwr": rwr}
 
-    grid = sorted({0.0, *params.rwr_gammas})
+    gammas = sorted({0.0, *params.rwr_gammas})
     tuning = [i for i in items if i["subset"] == "easy"][: params.tune_videos]
-    tuned = [r for r in map_videos(_predict, tuning, cluster, _on_error, gammas=grid, **run) if r["status"] == "ok"]
+    tuned = [r for r in map_videos(_predict, tuning, cluster, _on_error, gammas=gammas, **run) if r["status"] == "ok"]
     gamma_scores = {g: objective([r["scratch"] for r in tuned], [r["rwr"][g] for r in tuned], [r["gt"] for r in tuned])
-                    for g in grid} if tuned else {}
+                    for g in gammas} if tuned else {}
     best_gamma = min(gamma_scores, key=gamma_scores.__getitem__) if gamma_scores else 0.0
     log.info("RwR γ tuned on %d easy videos: %s → γ = %s", len(tuned), gamma_scores, best_gamma)
     # the tuning videos already hold every γ of the grid: only the others need a second pass
@@ -201,8 +205,7 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
         "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(weights)},
         "filters": filters, "filters_tuned_on_hard": hard_filters,
         "rwr_gamma": {"chosen": best_gamma, "objective": gamma_scores},
-        "rwr_settings": {"iters": params.rwr_iters, "align": params.rwr_align,
-                         "frame0_full_solve": params.frame0_full_solve},
+        "rwr_settings": {"iters": rwr.iters, "align": rwr.align, "frame0_full_solve": rwr.frame0_full_solve},
         "subsets": {}}
     per_video = []
     for subset in ("easy", "hard"):

@@ -5,7 +5,7 @@ import torch
 from ldeq.checkpoint import load_checkpoint
 from ldeq.config import get_config
 from ldeq.crop import crop_transform, from_crop, to_crop
-from ldeq.infer import predict_video, warp_heatmaps
+from ldeq.infer import RwR, predict_video, warp_heatmaps
 from ldeq.model import LDEQ, soft_argmax
 from tests.ldeq.released_reference import (
     official_shapes,
@@ -40,7 +40,7 @@ def test_released_weights_compute_the_released_function_on_wflw_v_crops(tmp_path
     frames, boxes = released_video(astronaut)
 
     scratch = predict_video(model, frames, boxes)
-    rwr = predict_video(model, frames, boxes, rwr=True, rwr_iters=1, frame0_full_solve=False, rwr_align=False)
+    rwr = predict_video(model, frames, boxes, RwR(iters=1, frame0_full_solve=False, align=False, gamma=0.0))
 
     expected_scratch, expected_rwr, z_prev = [], [], None
     for rgb, box in zip(frames, boxes):
@@ -62,11 +62,11 @@ def test_rwr_costs_fewer_calls_and_frame0_gets_a_full_solve():
     frames = [rng.integers(0, 255, (80, 80, 3), dtype=np.uint8) for _ in range(4)]
     boxes = np.tile([10, 10, 70, 70], (4, 1)).astype(np.float32)
     scratch = predict_video(model, frames, boxes)
-    rwr = predict_video(model, frames, boxes, rwr=True, rwr_iters=1)
+    rwr = predict_video(model, frames, boxes, RwR(iters=1, frame0_full_solve=True, align=True, gamma=0.0))
     assert scratch.calls.tolist() == [6, 6, 6, 6]
     assert rwr.calls.tolist() == [6, 2, 2, 2]
     assert np.allclose(rwr.points[0], scratch.points[0])
-    official = predict_video(model, frames, boxes, rwr=True, rwr_iters=1, frame0_full_solve=False)
+    official = predict_video(model, frames, boxes, RwR(iters=1, frame0_full_solve=False, align=True, gamma=0.0))
     assert official.calls[0] == 2
     assert scratch.points.shape == (4, 98, 2)
 
@@ -76,7 +76,7 @@ def test_rwr_warm_steps_are_fixed_point_steps_with_an_anderson_model():
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 255, (80, 80, 3), dtype=np.uint8) for _ in range(3)]
     boxes = np.tile([10, 10, 70, 70], (3, 1)).astype(np.float32)
-    rwr = predict_video(model, frames, boxes, rwr=True, rwr_iters=1)
+    rwr = predict_video(model, frames, boxes, RwR(iters=1, frame0_full_solve=True, align=True, gamma=0.0))
     assert rwr.calls.tolist() == [8, 2, 2]  # Anderson: 2 + 5 + extra from scratch; then 1 + 1 from z*_{t-1}
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ldeq.checkpoint import load_checkpoint
-from ldeq.infer import predict_video
+from ldeq.infer import RwR, predict_video
 from ldeq.metrics import nmf, video_nme
 from pipeline.evaluation import evaluate_checkpoint
 from pipeline.manifest import ManifestError, sha256_file, write_rows
@@ -101,8 +101,8 @@ def test_a_released_checkpoint_is_evaluated_with_the_released_protocol(dataset, 
     torch.set_num_threads(1)  # as on the workers: float reductions then add up in the same order
     try:
         scratch = predict_video(model, frames, boxes).points
-        released_rwr = predict_video(model, frames, boxes, rwr=True, rwr_iters=1, frame0_full_solve=False,
-                                     rwr_align=False).points
+        released_rwr = predict_video(model, frames, boxes, RwR(iters=1, frame0_full_solve=False, align=False,
+                                                                    gamma=0.0)).points
     finally:
         torch.set_num_threads(threads)
     hard = metrics["subsets"]["hard"]
