@@ -46,14 +46,12 @@ import torch
 from scipy.stats import spearmanr
 
 from ldeq.wflw import INTEROCULAR
+from pipeline.landmarks.calibration import fit_offsets, fit_weights, leave_one_out
 from pipeline.landmarks.consensus import (
     WEIGHTS_FILE,
     ConsensusModel,
     apply_offsets,
     family_points,
-    fit_offsets,
-    fit_weights,
-    leave_one_out,
     load_consensus_model,
     robust_consensus,
 )

@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 
+from pipeline.landmarks.calibration import fit_offsets, fit_weights
 from pipeline.landmarks.consensus import (
     ConsensusModel,
     consensus,
     disagreement,
     family_points,
-    fit_offsets,
-    fit_weights,
     robust_consensus,
 )
 from pipeline.landmarks.schemes import REGIONS, to_wflw98
