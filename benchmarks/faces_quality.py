@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.faces.process import track_main_face  # noqa: E402
+from pipeline.landmarks.adapters import create_landmark_model  # noqa: E402
 from pipeline.manifest import write_json  # noqa: E402
 from pipeline.params import PROJECT_PARAMS, FacesParams, stage_params  # noqa: E402
 from pipeline.video import VideoWriter, iter_frames, read_frames  # noqa: E402
@@ -44,7 +45,7 @@ def _clip(video_id: str, lead: int, n: int, out_dir: Path) -> Path:
 def _run(args: tuple[str, str, FacesParams]) -> dict:
     video_id, clip, params = args
     started = time.perf_counter()
-    result = track_main_face(video_id, clip, params)
+    result = track_main_face(video_id, clip, params, create_landmark_model)
     seconds = time.perf_counter() - started
     started = time.perf_counter()
     n = sum(1 for _ in iter_frames(clip))

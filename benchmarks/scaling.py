@@ -24,13 +24,14 @@ import numpy as np
 
 from pipeline.cluster import dask_client, worker_cached
 from pipeline.faces.process import track_main_face
+from pipeline.landmarks.adapters import create_landmark_model
 from pipeline.landmarks.label import _canvas, available_models, create_model, label_video
 from pipeline.manifest import read_table
 from pipeline.params import stage_params
 
 
 def _faces(clip: dict[str, Any], params: Any) -> dict[str, Any]:
-    return track_main_face(clip["video_id"], clip["path"], params)
+    return track_main_face(clip["video_id"], clip["path"], params, create_landmark_model)
 
 
 def _label(item: dict[str, Any], models: list[str]) -> dict[str, Any]:

@@ -1,11 +1,17 @@
 """Per-video face work: detect in every frame (rotation search when upright finds nothing), split at shot cuts,
-link tracks, choose the main face, follow it with landmarks where detection fails, smooth the box without lag."""
+link tracks, choose the main face, follow it with landmarks where detection fails, smooth the box without lag.
+
+The landmark model that follows the face comes from the caller (a :data:`LandmarkModels` factory, e.g.
+``pipeline.landmarks.adapters.create_landmark_model``): the faces package does not import the landmarks package,
+which imports it.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import cv2
@@ -28,7 +34,7 @@ from pipeline.models_store import ModelUnavailable
 from pipeline.params import FacesParams
 from pipeline.video import iter_frames, read_frames
 
-__all__ = ["track_main_face", "LandmarkFollower", "build_detector"]
+__all__ = ["track_main_face", "LandmarkFollower", "LandmarkPredictor", "LandmarkModels", "build_detector"]
 
 _THUMB = (32, 24)  # grey thumbnail for shot-cut detection: cheap, insensitive to small motion
 
@@ -37,6 +43,19 @@ def build_detector(params: FacesParams) -> FaceDetector:
     """The detector (or fallback chain) named in params, with the rotation search when angles are given."""
     return create_detector(params.detector, search_angles=params.search_angles, max_side=params.detect_max_side,
                            min_score=params.min_score, threads=1)
+
+
+class LandmarkPredictor(Protocol):
+    """What the follower needs of a landmark model (:class:`pipeline.landmarks.adapters.LandmarkModel` is one)."""
+
+    def predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """Points ``(K, 2)`` in frame pixels and a face-presence confidence (None if the model has none), from an
+        RGB frame and a face box ``(x1, y1, x2, y2)``."""
+        ...
+
+
+#: A landmark model by name (``faces.track_landmarks``), created only when some frame needs the follower.
+LandmarkModels = Callable[[str], LandmarkPredictor]
 
 
 class LandmarkFollower:
@@ -49,8 +68,9 @@ class LandmarkFollower:
     track's own detected frames (median offset and scale of detector box vs. landmark box).
     """
 
-    def __init__(self, model: Any, frames: dict[int, np.ndarray], track: Track, min_confidence: float = 0.5,
-                 min_iou: float = 0.3, max_scale: float = 1.25, calibration_frames: int = 5) -> None:
+    def __init__(self, model: LandmarkPredictor, frames: dict[int, np.ndarray], track: Track,
+                 min_confidence: float = 0.5, min_iou: float = 0.3, max_scale: float = 1.25,
+                 calibration_frames: int = 5) -> None:
         self.model, self.frames, self.min_iou, self.max_scale = model, frames, min_iou, max_scale
         self.min_confidence = min_confidence
         samples = []
@@ -109,8 +129,12 @@ def _needed_frames(track: Track, n_frames: int, max_gap: int) -> list[int]:
     return sorted((near - detected) | set(track.frames[:5]))
 
 
-def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams) -> dict[str, Any]:
-    """Return ``{"status": video_status row, "rows": faces rows}`` for one clip. Never raises for a bad video."""
+def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams,
+                    landmark_models: LandmarkModels) -> dict[str, Any]:
+    """Return ``{"status": video_status row, "rows": faces rows}`` for one clip. Never raises for a bad video.
+
+    ``landmark_models`` creates the ``params.track_landmarks`` model that follows the face where detection fails.
+    """
     started = time.monotonic()
     status: dict[str, Any] = {"stage": "faces", "video_id": video_id}
     rows: list[dict[str, Any]] = []
@@ -131,7 +155,8 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams) -
             follower = None
             needed = _needed_frames(track, n_frames, params.max_gap)
             if params.track_landmarks and set(needed) - set(track.frames):  # only when some frame lacks a detection
-                model = worker_cached(f"landmarks:{params.track_landmarks}", lambda: _landmark_model(params))
+                name = str(params.track_landmarks)
+                model = worker_cached(f"landmarks:{name}", lambda: landmark_models(name))
                 frames = dict(zip(needed, read_frames(clip_path, needed), strict=True))
                 follower = LandmarkFollower(model, frames, track, params.landmark_min_confidence)
             face = smooth_boxes(fill_track(track, n_frames, cuts, params.max_gap, follower), params.smooth_window,
@@ -144,12 +169,6 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams) -
         status.update(status="model_error", error=str(err))
     status["seconds"] = round(time.monotonic() - started, 3)
     return {"status": status, "rows": rows}
-
-
-def _landmark_model(params: FacesParams) -> Any:
-    from pipeline.landmarks.adapters import create_landmark_model
-
-    return create_landmark_model(str(params.track_landmarks))
 
 
 def _rows(video_id: str, detector: str, track: Track, face: FaceTrack, per_frame: list[Detections]

@@ -47,3 +47,10 @@ def test_a_missing_dep_is_reported(tmp_path):
     assert uncovered(dvc) == {"a": ["pipeline/c.py"]}
     dvc.write_text(head + "      - stages\n      - pipeline\n")
     assert uncovered(dvc) == {}
+
+
+def test_the_faces_and_ldeq_packages_import_no_module_that_imports_them_back():
+    """faces ← landmarks only (the follower's model comes from the caller); ldeq.deq does not import ldeq.model."""
+    faces = {str(f) for f in import_closure("pipeline.faces.process")}
+    assert not [f for f in faces if f.startswith("pipeline/landmarks/")]
+    assert "ldeq/model.py" not in {str(f) for f in import_closure("ldeq.deq")}

@@ -17,6 +17,7 @@ from pipeline.faces.tracker import (
     shot_cuts,
     smooth_boxes,
 )
+from pipeline.landmarks.adapters import create_landmark_model
 from pipeline.params import PROJECT_PARAMS, stage_params
 from pipeline.video import VideoWriter
 
@@ -27,6 +28,11 @@ def dets(*boxes, score=1.0):
 
 def faces_params(**overrides):
     return stage_params("faces", PROJECT_PARAMS, **overrides)
+
+
+def track_face(video_id, clip, params):
+    """The faces stage's per-video work, followed by the project's landmark models (as the stage passes them)."""
+    return track_main_face(video_id, clip, params, create_landmark_model)
 
 
 def test_iou():
@@ -151,7 +157,7 @@ def head(astronaut):
 
 def test_stage_finds_a_face_rolled_45_degrees(tmp_path, head):
     clip = write_video(tmp_path / "rolled.mp4", [placed(head, angle=45, x=70 + k, y=20) for k in range(12)])
-    out = track_main_face("rolled", clip, faces_params(min_track_frames=3))
+    out = track_face("rolled", clip, faces_params(min_track_frames=3))
     assert out["status"]["status"] == "ok"
     assert sum(r["source"] == "detected" for r in out["rows"]) >= 10
     rolls = [abs(r["roll"]) for r in out["rows"] if r["roll"] is not None]
@@ -161,7 +167,7 @@ def test_stage_finds_a_face_rolled_45_degrees(tmp_path, head):
 def test_stage_face_leaves_and_returns(tmp_path, head):
     xs = [60] * 8 + [400] * 24 + [60] * 8  # in for 8 frames, out of the frame for 24, back for 8
     clip = write_video(tmp_path / "exit.mp4", [placed(head, x=x, y=20) for x in xs])
-    out = track_main_face("exit", clip, faces_params(max_gap=4, min_track_frames=3))
+    out = track_face("exit", clip, faces_params(max_gap=4, min_track_frames=3))
     rows = out["rows"]
     assert out["status"]["status"] == "ok"
     assert all(r["valid"] for r in rows[:8]) and all(r["valid"] for r in rows[32:])
@@ -173,17 +179,17 @@ def test_stage_face_leaves_and_returns(tmp_path, head):
 def test_stage_shot_cut_splits_and_no_face_clip(tmp_path, head, astronaut):
     other = cv2.resize(astronaut, (320, 240))[::-1].copy()  # upside-down scene: no detectable upright face
     clip = write_video(tmp_path / "cut.mp4", [placed(head, x=70, y=20)] * 10 + [other] * 10)
-    out = track_main_face("cut", clip, faces_params(max_gap=30, min_track_frames=3, search_angles=[]))
+    out = track_face("cut", clip, faces_params(max_gap=30, min_track_frames=3, search_angles=[]))
     sources = [r["source"] for r in out["rows"]]
     assert sources[:10] == ["detected"] * 10 and sources[10:] == ["none"] * 10  # the box is not held past the cut
     noise = np.random.default_rng(0).integers(0, 255, (20, 240, 320, 3), dtype=np.uint8)
-    empty = track_main_face("none", write_video(tmp_path / "noise.mp4", noise), faces_params())
+    empty = track_face("none", write_video(tmp_path / "noise.mp4", noise), faces_params())
     assert empty["status"]["status"] == "no_face" and empty["rows"] == []
 
 
 def test_stage_tiny_face_and_main_face_choice(tmp_path, head):
     tiny = [placed(head, canvas=(480, 640), x=300, y=200, scale=0.3) for _ in range(6)]  # face ≈ 27 px wide
-    out = track_main_face("tiny", write_video(tmp_path / "tiny.mp4", tiny), faces_params(min_track_frames=3))
+    out = track_face("tiny", write_video(tmp_path / "tiny.mp4", tiny), faces_params(min_track_frames=3))
     assert out["status"]["status"] == "ok"
     assert all(r["source"] == "detected" for r in out["rows"])
     assert max(r["x2"] - r["x1"] for r in out["rows"]) < 50
@@ -194,12 +200,12 @@ def test_stage_tiny_face_and_main_face_choice(tmp_path, head):
         return np.where(small == 90, frame, small)
 
     clip = write_video(tmp_path / "two.mp4", [two_faces() for _ in range(6)])
-    largest = track_main_face("two", clip, faces_params(main_face="largest", min_track_frames=3))
-    central = track_main_face("two", clip, faces_params(main_face="central", min_track_frames=3))
+    largest = track_face("two", clip, faces_params(main_face="largest", min_track_frames=3))
+    central = track_face("two", clip, faces_params(main_face="central", min_track_frames=3))
     assert largest["rows"][0]["x1"] < 150 < central["rows"][0]["x1"]  # the big face left, the small one central
 
 
 def test_stage_missing_model_falls_back_to_the_next_detector(tmp_path, head):
     clip = write_video(tmp_path / "face.mp4", [placed(head, x=70, y=20)] * 5)
-    out = track_main_face("fb", clip, faces_params(detector="scrfd|dlib_hog", min_track_frames=3, search_angles=[]))
+    out = track_face("fb", clip, faces_params(detector="scrfd|dlib_hog", min_track_frames=3, search_angles=[]))
     assert out["status"]["status"] == "ok" and out["rows"][0]["detector"] == "dlib_hog"
