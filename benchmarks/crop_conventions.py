@@ -144,7 +144,7 @@ def peppa_input() -> dict[str, Any]:
     """Peppa's NME per still for each input variant, against the reference and against dlib on its HOG box."""
     import cv2
 
-    from ldeq.wflw import INTEROCULAR, WFLW_TO_IBUG68
+    from ldeq.wflw import WFLW_TO_IBUG68, interocular
     from pipeline.demo.reference import load
     from pipeline.landmarks.adapters import PeppaSlim160
 
@@ -157,7 +157,7 @@ def peppa_input() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (still, reference) in load().items():
         ref68 = reference[WFLW_TO_IBUG68]
-        iod = float(np.linalg.norm(reference[INTEROCULAR[0]] - reference[INTEROCULAR[1]]))
+        iod = float(interocular(reference))
         own = _best(hog.detect(still.rgb), np.asarray(still.box, np.float64))
         other = dlib.predict(still.rgb, own.astype(np.float32))[0] if own is not None else None
         (x1, y1), (x2, y2) = ref68.min(axis=0), ref68.max(axis=0)

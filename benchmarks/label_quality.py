@@ -45,7 +45,7 @@ import pyarrow as pa
 import torch
 from scipy.stats import spearmanr
 
-from ldeq.wflw import INTEROCULAR
+from ldeq.wflw import interocular
 from pipeline.landmarks.calibration import fit_offsets, fit_weights, leave_one_out
 from pipeline.landmarks.consensus import (
     WEIGHTS_FILE,
@@ -156,8 +156,7 @@ def load_videos(cache: Path, truth: pd.DataFrame, faces: Path | None = None) -> 
 
 def nme(pred: np.ndarray, truth: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
     """Per-frame NME (%, outer-eye-corner distance of the truth) over ``points`` (default: where pred is finite)."""
-    a, b = INTEROCULAR
-    iod = np.linalg.norm(truth[:, b] - truth[:, a], axis=-1)
+    iod = interocular(truth)
     d = np.linalg.norm(pred - truth, axis=-1)
     if points is not None:
         d = d[:, points]
@@ -166,9 +165,8 @@ def nme(pred: np.ndarray, truth: np.ndarray, points: np.ndarray | None = None) -
 
 def flicker(pred: np.ndarray, truth: np.ndarray, frames: np.ndarray, use: np.ndarray) -> float:
     """Mean frame-to-frame change of the label error (%, inter-ocular) over consecutive used frames."""
-    a, b = INTEROCULAR
     err = pred - truth
-    iod = np.linalg.norm(truth[:, b] - truth[:, a], axis=-1)
+    iod = interocular(truth)
     pair = (np.diff(frames) == 1) & use[1:] & use[:-1]
     if not pair.any():
         return float("nan")

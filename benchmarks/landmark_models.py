@@ -66,7 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     from skimage import data
 
-    from ldeq.wflw import INTEROCULAR
+    from ldeq.wflw import interocular
     from pipeline.landmarks.adapters import LANDMARK_MODELS, create_landmark_model
     from pipeline.landmarks.schemes import to_wflw98
     from pipeline.manifest import write_json
@@ -100,7 +100,7 @@ def main() -> int:
         if name == "dlib_68":
             reference = wflw
         if wflw is not None and reference is not None:
-            scale = float(np.linalg.norm(reference[INTEROCULAR[0]] - reference[INTEROCULAR[1]]))
+            scale = float(interocular(reference))
             row["nme_vs_dlib68"] = round(float(np.nanmean(np.linalg.norm(wflw - reference, axis=1))) / scale, 4)
         results[name] = row
         print(f"{name:20s} {row['ms_median']:8.2f} ms/face  (min {row['ms_min']:.2f})  "

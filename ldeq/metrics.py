@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import simpson
 
-from ldeq.wflw import INTEROCULAR
+from ldeq.wflw import INTEROCULAR, interocular
 
 __all__ = ["nme", "fr_auc", "ced", "video_nme", "nmf", "acceleration_error"]
 
@@ -26,8 +26,7 @@ def _check(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def nme(pred: np.ndarray, gt: np.ndarray, norm_indices: tuple[int, int] = INTEROCULAR) -> np.ndarray:
     """Per-image NME (N,): mean landmark error / ‖gt[a] − gt[b]‖ (a fraction; ×100 for percent)."""
     pred, gt = _check(pred, gt)
-    a, b = norm_indices
-    scale = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
+    scale = interocular(gt, norm_indices)
     return np.linalg.norm(pred - gt, axis=-1).mean(axis=-1) / scale
 
 
@@ -72,6 +71,5 @@ def acceleration_error(pred: np.ndarray, gt: np.ndarray, norm_indices: tuple[int
         raise ValueError("acceleration error needs at least three frames")
     acc_p = pred[:-2] - 2 * pred[1:-1] + pred[2:]
     acc_g = gt[:-2] - 2 * gt[1:-1] + gt[2:]
-    a, b = norm_indices
-    scale = np.linalg.norm(gt[1:-1, a] - gt[1:-1, b], axis=-1)
+    scale = interocular(gt[1:-1], norm_indices)
     return float(100 * (np.linalg.norm(acc_p - acc_g, axis=-1).mean(axis=-1) / scale).mean())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["NUM_POINTS", "FLIP_PERMUTATION", "WFLW_TO_IBUG68", "INTEROCULAR", "REGION_POINTS", "POINT_NAMES",
-           "flip_points"]
+           "flip_points", "interocular"]
 
 NUM_POINTS = 98
 
@@ -57,6 +57,13 @@ REGION_POINTS: dict[str, range] = {
 #: such as the review's Label Studio tasks, use these).
 POINT_NAMES: tuple[str, ...] = tuple(f"{region}_{k:02d}" for region, idx in REGION_POINTS.items()
                                      for k in range(len(idx)))
+
+def interocular(points: np.ndarray, pair: tuple[int, int] = INTEROCULAR) -> np.ndarray:
+    """The distance between two points of each shape (..., 98, 2): by default the outer eye corners, the inter-ocular
+    distance that normalises NME on WFLW. Shape (...); NaN where a corner is undefined."""
+    a, b = pair
+    return np.linalg.norm(points[..., b, :] - points[..., a, :], axis=-1)
+
 
 def flip_points(points: np.ndarray, width: float) -> np.ndarray:
     """Mirror WFLW-98 points (..., 98, 2) horizontally in an image of ``width`` pixels and re-order them.

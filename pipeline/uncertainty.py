@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.signal import savgol_filter
 
-from ldeq.wflw import INTEROCULAR
+from ldeq.wflw import interocular
 from pipeline.landmarks.consensus import ConsensusModel, family_points, load_consensus_model, robust_consensus
 from pipeline.manifest import points_array
 from pipeline.params import ScoreParams
@@ -179,8 +179,7 @@ def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = N
     point_agreement = np.where(votable.any(axis=1), backed.sum(axis=1) / np.maximum(votable.sum(axis=1), 1), 0.0)
     valid = box_valid & (agreeing >= params.min_families) & (point_agreement >= params.min_point_agreement) & shape_ok
     smoothed = smooth_shapes(result.points, valid, params.smooth_window, params.smooth_order)
-    a, b = INTEROCULAR
-    iod = np.linalg.norm(result.points[:, b] - result.points[:, a], axis=-1)
+    iod = interocular(result.points)
     jitter = np.linalg.norm(result.points - smoothed, axis=-1).mean(axis=-1) / iod
     confidence = np.full(len(frames), np.nan)
     has_conf = np.isfinite(conf).any(axis=1)

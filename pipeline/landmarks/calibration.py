@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ldeq.wflw import INTEROCULAR
+from ldeq.wflw import interocular
 from pipeline.landmarks.consensus import ConsensusModel, face_frames, robust_consensus
 from pipeline.landmarks.schemes import REGIONS
 
@@ -73,12 +73,11 @@ def fit_weights(points: np.ndarray, families: list[str], truth: np.ndarray, grou
     degradation, not a constant offset of the reference it is compared with. ``floor`` (inter-ocular units) keeps a
     nearly perfect family from taking all the weight.
     """
-    a, b = INTEROCULAR
     regions = list(REGIONS.values())
     raw = np.full((len(families), len(regions)), np.nan)
     for k in range(len(families)):
         ref = truth[:, k] if truth.ndim == 4 else truth
-        iod = np.linalg.norm(ref[:, b] - ref[:, a], axis=-1)
+        iod = interocular(ref)
         err = (points[:, k] - ref) / iod[:, None, None]  # (F, 98, 2)
         if groups is not None:
             for g in np.unique(groups):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldeq.wflw import INTEROCULAR
+from ldeq.wflw import INTEROCULAR, interocular
 from pipeline.landmarks.schemes import REGION_OF_POINT, REGIONS
 
 __all__ = ["consensus", "disagreement", "ConsensusModel", "RobustConsensus", "family_points", "robust_consensus",
@@ -75,8 +75,7 @@ def disagreement(points: np.ndarray, masks: np.ndarray, centre: np.ndarray, vote
     Returns NaN when no point has two votes or the consensus eye corners are undefined.
     """
     shared = votes >= 2
-    a, b = INTEROCULAR
-    scale = float(np.linalg.norm(centre[a] - centre[b]))
+    scale = float(interocular(centre))
     if not shared.any() or not np.isfinite(scale) or scale <= 0:
         return float("nan")
     dists = np.linalg.norm(points - centre[None], axis=-1)  # (M, 98)
@@ -229,9 +228,8 @@ def robust_consensus(points: np.ndarray, families: list[str], model: ConsensusMo
     if any(np.any(model.offsets.get(f, 0.0)) for f in families):
         pts = apply_offsets(pts, families, model.offsets, x)
         x = start(pts, prior)
-    a, b = INTEROCULAR
     for _ in range(iterations):
-        scale = np.linalg.norm(x[:, b] - x[:, a], axis=-1)
+        scale = interocular(x)
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
         resid = np.linalg.norm(pts - x[:, None], axis=-1) / scale[:, None, None]  # (F, K, P)
         frame_resid = _frame_residual(resid, defined, n_fam)  # (F, K)
@@ -239,7 +237,7 @@ def robust_consensus(points: np.ndarray, families: list[str], model: ConsensusMo
         point_w = 1 / (1 + (np.nan_to_num(resid, nan=0.0) / model.point_scale) ** 2)
         x_new = _weighted_mean(pts, prior * frame_w[..., None] * point_w)
         x = np.where(np.isfinite(scale)[:, None, None], x_new, x)
-    scale = np.linalg.norm(x[:, b] - x[:, a], axis=-1)
+    scale = interocular(x)
     resid = np.linalg.norm(pts - x[:, None], axis=-1) / np.where(scale > 0, scale, np.nan)[:, None, None]
     support = (defined & (resid <= model.agree)).sum(axis=1)
     frame_resid = _frame_residual(resid, defined, n_fam)
