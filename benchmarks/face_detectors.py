@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import cv2
 import numpy as np
 
+from ldeq.geometry import apply_affine
 from pipeline.faces.detectors import Detections, ModelUnavailable, create_detector
 from pipeline.faces.detectors.fusion import fuse
 from pipeline.faces.detectors.search import RotatedSearch, rotate_frame
@@ -110,10 +111,10 @@ def derived(items: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
                     "points": item["points"] * 0.25 + shift})
         rolled, back = rotate_frame(item["rgb"], 45)
         forward = cv2.invertAffineTransform(back)
-        c = (item["box"][:2] + item["box"][2:]) / 2 @ forward[:, :2].T + forward[:, 2]
+        c = apply_affine((item["box"][:2] + item["box"][2:]) / 2, forward)
         half = (item["box"][2:] - item["box"][:2]) / 2  # same face size; the box only moves with the centre
         out.append({**item, "group": "roll45", "rgb": rolled, "box": np.concatenate([c - half, c + half]),
-                    "points": item["points"] @ forward[:, :2].T + forward[:, 2]})
+                    "points": apply_affine(item["points"], forward)})
     return out
 
 

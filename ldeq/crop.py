@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ldeq.geometry import apply_affine
+
 __all__ = ["crop_transform", "crop_image", "to_crop", "from_crop", "normalize_image", "network_input",
            "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -40,13 +42,12 @@ def crop_image(rgb: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
 
 def to_crop(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Frame pixels (…, 2) → crop pixels."""
-    return points @ affine[:, :2].T + affine[:, 2]
+    return apply_affine(points, affine)
 
 
 def from_crop(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Crop pixels (…, 2) → frame pixels (inverse of :func:`to_crop`)."""
-    inverse = cv2.invertAffineTransform(affine)
-    return points @ inverse[:, :2].T + inverse[:, 2]
+    return apply_affine(points, cv2.invertAffineTransform(affine))
 
 
 def normalize_image(rgb: np.ndarray, mean: Sequence[float] | np.ndarray = IMAGENET_MEAN,

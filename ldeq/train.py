@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from ldeq.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, LAYOUT, read_training_state, save_training_state
 from ldeq.config import LDEQConfig
 from ldeq.crop import IMAGENET_MEAN, IMAGENET_STD, normalize_image
+from ldeq.geometry import apply_affine
 from ldeq.model import LDEQ
 from ldeq.wflw import FLIP_PERMUTATION
 
@@ -53,7 +54,7 @@ def _augment(img: np.ndarray, pts: np.ndarray, aug: Augment, rng: np.random.Gene
         affine = np.asarray(cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0), np.float64)
         affine[:, 2] += shift
         img = cv2.warpAffine(img, affine, (size, size), borderMode=cv2.BORDER_CONSTANT)
-        pts = pts @ affine[:, :2].T + affine[:, 2]
+        pts = apply_affine(pts, affine)
     if rng.random() < aug.p_blur:
         sigma = rng.uniform(0, aug.blur_radius) * size / 256
         if sigma > 0.1:

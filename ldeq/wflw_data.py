@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ldeq.crop import IMAGENET_MEAN, IMAGENET_STD, normalize_image
+from ldeq.geometry import apply_affine
 from ldeq.train import Augment, _augment
 from ldeq.wflw import NUM_POINTS
 
@@ -77,7 +78,7 @@ def pfld_crop(image: np.ndarray, record: WFLWRecord, size: int, scale: float = 1
     s = size / max(side, 1)
     affine = np.array([[s, 0, -s * x0], [0, s, -s * y0]], np.float64)
     crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return crop, (record.points @ affine[:, :2].T + affine[:, 2]).astype(np.float32)
+    return crop, apply_affine(record.points, affine).astype(np.float32)
 
 
 class WFLWImages(Dataset):

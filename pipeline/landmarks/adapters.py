@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 
+from ldeq.geometry import apply_affine
 from pipeline.models_store import model_path
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ class LandmarkModel(ABC):
                                  borderMode=cv2.BORDER_REPLICATE)
         points, confidence = self._predict(rotated, box)
         back = cv2.invertAffineTransform(upright)
-        return (points @ back[:, :2].T + back[:, 2]).astype(np.float32), confidence
+        return apply_affine(points, back).astype(np.float32), confidence
 
     def _box_from_points(self, points: np.ndarray, roll: float) -> np.ndarray:
         """The reference box from landmarks: their bounding box in the frame turned upright by ``roll`` about their
@@ -158,11 +159,11 @@ class LandmarkModel(ABC):
         points = points.astype(np.float64)  # float32 sums would round differently on a canvas and on the frame
         centre = points.mean(axis=0)
         upright = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), roll, 1.0)
-        turned = points @ upright[:, :2].T + upright[:, 2]
+        turned = apply_affine(points, upright)
         box = self.convention.from_points(np.r_[turned.min(axis=0), turned.max(axis=0)])
         mid = (box[:2] + box[2:]) / 2
         back = cv2.invertAffineTransform(upright)
-        shift = mid @ back[:, :2].T + back[:, 2] - mid
+        shift = apply_affine(mid, back) - mid
         return (box + np.r_[shift, shift]).astype(np.float32)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ldeq.geometry import apply_affine
 from pipeline.faces.detectors.base import FaceDetector, iou_matrix
 from pipeline.landmarks.adapters import LandmarkModel
 
@@ -81,7 +82,7 @@ class FivePointModel(LandmarkModel):
         # crop pixel (pixel centres at integers) → full-resolution square → frame
         square = (found.keypoints5[best].astype(np.float64) + 0.5) / scale - 0.5
         back = cv2.invertAffineTransform(affine)
-        return (square @ back[:, :2].T + back[:, 2]).astype(np.float32), float(found.scores[best])
+        return apply_affine(square, back).astype(np.float32), float(found.scores[best])
 
     def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
         return self._predict_rolled(rgb, box, 0.0)

@@ -20,6 +20,7 @@ import av
 import cv2
 import numpy as np
 
+from ldeq.geometry import apply_affine
 from ldeq.wflw import INTEROCULAR
 from pipeline.cluster import worker_cached
 from pipeline.landmarks.adapters import CropMode, LandmarkModel, create_landmark_model
@@ -147,7 +148,7 @@ def label_video(video_id: str, clip_path: str | Path, boxes: list[list[float]] |
                     native, confidence = adapter.predict(canvas, local)
                     if not np.isfinite(native).all():
                         continue
-                    native = (native.astype(np.float64) @ to_frame[:, :2].T + to_frame[:, 2]).astype(np.float32)
+                    native = apply_affine(native.astype(np.float64), to_frame).astype(np.float32)
                     wflw = (smap.weights @ native).astype(np.float32)
                     if smap.mask[INTEROCULAR[0]] and smap.mask[INTEROCULAR[1]]:
                         frame_rolls.append(_roll_of(wflw))

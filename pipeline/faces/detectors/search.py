@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ldeq.geometry import apply_affine
 from pipeline.faces.detectors.base import Detections, FaceDetector, empty
 
 __all__ = ["RotatedSearch", "rotate_frame", "map_back"]
@@ -29,7 +30,7 @@ def map_back(found: Detections, back: np.ndarray) -> Detections:
     the rotated-back box."""
 
     def apply(points: np.ndarray) -> np.ndarray:
-        return (points @ back[:, :2].T + back[:, 2]).astype(np.float32)
+        return apply_affine(points, back).astype(np.float32)
 
     x1, y1, x2, y2 = (found.boxes[:, k] for k in range(4))
     corners = apply(np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1), np.stack([x2, y2], 1),
