@@ -42,6 +42,7 @@ from pipeline.manifest import (
     write_json,
 )
 from pipeline.params import ClusterParams, EvaluateParams, ParamsError
+from pipeline.schemas import valid_flags
 from pipeline.video import iter_frames
 
 __all__ = ["evaluate_checkpoint", "evaluation_checkpoint", "rwr_settings", "write_scalar_metrics"]
@@ -86,14 +87,11 @@ def _videos(annotations: Path, clips: Path, max_videos: int | None) -> list[dict
 
 
 def _longest_valid_run(rows: Any) -> tuple[int, int]:
-    """Row range [start, stop) of the longest run of consecutive valid frames (a null or missing ``valid`` counts as
-    valid: manifests written before the flag existed).
+    """Row range [start, stop) of the longest run of consecutive valid frames (:func:`pipeline.schemas.valid_flags`).
 
     Video metrics (NMF) compare consecutive frames, so a video is evaluated on one unbroken run of trusted labels.
     """
-    if "valid" not in rows.column_names:
-        return 0, len(rows)
-    valid = np.asarray(rows.column("valid").fill_null(True).to_numpy(zero_copy_only=False), bool)
+    valid = valid_flags(rows)
     best, start = (0, 0), None
     for i, ok in enumerate([*valid, False]):
         if ok and start is None:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.manifest import ManifestError, atomic_path, boxes_array, points_array
 from pipeline.params import ScoreParams
-from pipeline.schemas import SCHEMA_VERSION
+from pipeline.schemas import SCHEMA_VERSION, valid_flags
 from pipeline.uncertainty import aggregate, model_points, video_labels
 from pipeline.video import VideoWriter, iter_frames, read_frames
 
@@ -151,7 +151,7 @@ def load_overlay(video_id: str, manifests: Path, params: ScoreParams) -> Overlay
     if ann is not None and len(ann):
         idx = np.asarray(ann.column("frame").to_numpy(), np.int64)
         consensus[idx] = points_array(ann.column("landmarks"))
-        valid[idx] = np.asarray([bool(v) if v is not None else True for v in ann.column("valid").to_pylist()])
+        valid[idx] = valid_flags(ann)
     elif landmarks is not None and len(landmarks) and faces is not None and len(faces) == n:
         labels = video_labels(landmarks, params, faces)  # what the annotate stage would write for this video
         consensus, valid = labels.points.astype(np.float32), labels.valid.astype(bool)

@@ -25,6 +25,7 @@ from pipeline.cluster import map_videos
 from pipeline.manifest import ManifestError, write_json
 from pipeline.params import ClusterParams, ReportParams, ScoreParams
 from pipeline.render import contact_sheet, family_colour, frame_uncertainty, load_overlay, pick_frames, render_video
+from pipeline.schemas import valid_flags
 
 __all__ = ["ReportInputs", "label_quality", "model_quality", "run_summary", "summary_lines", "build_report",
            "render_one", "write_run_metrics", "STAGE_MANIFESTS"]
@@ -67,8 +68,7 @@ def _nme(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> np
 def label_quality(annotations: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Per demo difficulty level: NME (%, inter-ocular) of the consensus labels against the demo's known-warp truth,
     over the frames the labels mark valid (all frames where the annotations carry no ``valid`` column)."""
-    if "valid" in annotations:
-        annotations = annotations[annotations.valid.fillna(True).astype(bool)]
+    annotations = annotations[valid_flags(annotations)]
     merged = annotations.merge(truth[truth.has_truth], on=["video_id", "frame"], suffixes=("", "_gt"))
     if merged.empty:
         return pd.DataFrame(columns=["difficulty", "frames", "label_nme"])
@@ -91,7 +91,7 @@ def model_quality(landmarks: pd.DataFrame, annotations: pd.DataFrame | None, tru
         mask = np.stack([np.asarray(m, bool) for m in merged["mask"]])
         parts.append(merged[["model", "family", "difficulty"]].assign(nme=_nme(pred, gt, mask)))
     if annotations is not None and not annotations.empty:
-        ann = annotations[annotations.valid.fillna(True).astype(bool)] if "valid" in annotations else annotations
+        ann = annotations[valid_flags(annotations)]
         merged = ann.merge(gt_rows, on=["video_id", "frame"], suffixes=("", "_gt"))
         if not merged.empty:
             pred = np.stack([np.stack(p) for p in merged.landmarks]).astype(np.float64)
@@ -293,7 +293,7 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
         agg: dict[str, Any] = {"videos": ("video_id", "nunique"), "frames": ("frame", "size"),
                                "disagreement": ("disagreement", "mean")}
         if "valid" in ann:
-            ann = ann.assign(valid=ann.valid.fillna(True).astype(bool))
+            ann = ann.assign(valid=valid_flags(ann))
             agg["valid_share"] = ("valid", "mean")
         if "label_source" in ann:  # frames a person corrected, and those the corrections were carried to
             ann = ann.assign(human=ann.label_source == "human", propagated=ann.label_source == "propagated")

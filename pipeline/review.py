@@ -33,6 +33,7 @@ from ldeq.wflw import POINT_NAMES, REGION_POINTS
 from pipeline.manifest import ManifestError, atomic_path, points_array, read_table, write_rows
 from pipeline.params import ParamsError, ReviewParams, ScoreParams, stage_params
 from pipeline.render import frame_uncertainty, read_video_rows
+from pipeline.schemas import valid_flags
 from pipeline.sources import safe_video_id
 from pipeline.video import read_frames
 
@@ -202,7 +203,7 @@ def export_review(video_ids: list[str] | None, manifests: Path, out: Path, param
         valid, done = np.zeros(n, bool), np.zeros(n, bool)
         frames = np.asarray(ann.column("frame").to_numpy(), np.int64)
         points[frames] = points_array(ann.column("landmarks"))
-        valid[frames] = [bool(v) if v is not None else True for v in ann.column("valid").to_pylist()]
+        valid[frames] = valid_flags(ann)
         done[frames] = [s == "human" for s in ann.column("label_source").to_pylist()]
         box_ok = np.zeros(n, bool)
         box_ok[np.asarray(inputs["faces"].column("frame").to_numpy(), np.int64)] = np.asarray(

@@ -13,10 +13,16 @@ Conventions shared by all manifests (also stored in each file's schema metadata)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import pyarrow as pa
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
-    "SCHEMA_VERSION", "STATUSES", "SCHEMAS", "schema", "POINT", "POINTS",
+    "SCHEMA_VERSION", "STATUSES", "SCHEMAS", "schema", "POINT", "POINTS", "valid_flags",
 ]
 
 SCHEMA_VERSION = "2.0"
@@ -231,3 +237,13 @@ def schema(name: str) -> pa.Schema:
         return SCHEMAS[name]
     except KeyError:
         raise KeyError(f"unknown manifest {name!r}; known: {sorted(SCHEMAS)}") from None
+
+
+def valid_flags(rows: pa.Table | pd.DataFrame) -> np.ndarray:
+    """The per-frame ``valid`` flags (N,) of annotation rows (a table or a data frame): a null or a missing ``valid``
+    counts as valid, as the manifests written before the flag existed meant every frame."""
+    if "valid" not in (rows.column_names if isinstance(rows, pa.Table) else rows.columns):
+        return np.ones(len(rows), bool)
+    if isinstance(rows, pa.Table):
+        return np.asarray(rows.column("valid").fill_null(True).to_numpy(zero_copy_only=False), bool)
+    return np.asarray(rows["valid"].fillna(True), bool)

@@ -28,6 +28,7 @@ from pipeline.manifest import (
     write_json,
 )
 from pipeline.params import ClusterParams, TrainParams
+from pipeline.schemas import valid_flags
 
 __all__ = ["training_config", "train_on_dataset"]
 
@@ -56,9 +57,7 @@ def _easy_videos(annotations: Path, clips: Path, stride: int) -> list[dict[str, 
         if rows.column("subset")[0].as_py() != "easy":
             continue
         keep = np.arange(0, len(rows), stride)
-        if "valid" in rows.column_names:  # invalid frames carry no trustworthy label (no face box, or no agreement)
-            valid = np.asarray(rows.column("valid").fill_null(True).to_numpy(zero_copy_only=False), bool)
-            keep = keep[valid[keep]]
+        keep = keep[valid_flags(rows)[keep]]  # invalid frames carry no trustworthy label (no face box, or no agreement)
         if keep.size == 0:
             continue
         todo.append({"video_id": vid, "path": paths[vid], "boxes": boxes_array(rows)[keep],
