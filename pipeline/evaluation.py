@@ -42,7 +42,7 @@ from pipeline.manifest import (
     write_json,
 )
 from pipeline.params import ClusterParams, EvaluateParams, ParamsError
-from pipeline.schemas import valid_flags
+from pipeline.schemas import error_status, valid_flags
 from pipeline.video import iter_frames
 
 __all__ = ["evaluate_checkpoint", "evaluation_checkpoint", "rwr_settings", "write_scalar_metrics"]
@@ -117,7 +117,7 @@ def _predict(item: dict[str, Any], checkpoint: str, stamp: str, rwr: RwR, gammas
 
 
 def _on_error(item: dict[str, Any], err: BaseException) -> dict[str, Any]:
-    return {**item, "status": "error", "error": repr(err)}
+    return {**item, **error_status(item["video_id"], err)}
 
 
 def _subset_summary(videos: list[dict[str, Any]], filters: dict[str, dict[str, float]],

@@ -25,7 +25,7 @@ from pipeline.cluster import map_videos
 from pipeline.manifest import ManifestError, write_json
 from pipeline.params import ClusterParams, ReportParams, ScoreParams
 from pipeline.render import contact_sheet, family_colour, frame_uncertainty, load_overlay, pick_frames, render_video
-from pipeline.schemas import valid_flags
+from pipeline.schemas import error_status, valid_flags
 
 __all__ = ["ReportInputs", "label_quality", "model_quality", "run_summary", "summary_lines", "build_report",
            "render_one", "write_run_metrics", "STAGE_MANIFESTS"]
@@ -361,7 +361,7 @@ def _render_all(items: list[dict[str, Any]], manifests: Path, score: ScoreParams
                 cluster: ClusterParams | None) -> list[dict[str, Any]]:
     if cluster is not None:
         return map_videos(_render_task, items, cluster,
-                          on_error=lambda i, e: {"video_id": i["video_id"], "status": "error", "error": repr(e)},
+                          on_error=lambda i, e: error_status(i["video_id"], e),
                           manifests=manifests.resolve(), score=score, max_side=max_side)
     return [_render_task(i, manifests, score, max_side) for i in items]
 

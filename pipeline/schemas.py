@@ -13,7 +13,7 @@ Conventions shared by all manifests (also stored in each file's schema metadata)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "SCHEMA_VERSION", "STATUSES", "SCHEMAS", "schema", "POINT", "POINTS", "valid_flags",
+    "SCHEMA_VERSION", "STATUSES", "SCHEMAS", "schema", "POINT", "POINTS", "valid_flags", "error_status",
 ]
 
 SCHEMA_VERSION = "2.0"
@@ -237,6 +237,12 @@ def schema(name: str) -> pa.Schema:
         return SCHEMAS[name]
     except KeyError:
         raise KeyError(f"unknown manifest {name!r}; known: {sorted(SCHEMAS)}") from None
+
+
+def error_status(video_id: str, err: BaseException) -> dict[str, Any]:
+    """The status of a video whose work raised ``err`` where nothing more specific applies (a dask ``on_error``):
+    status ``error``, the exception's repr as the error."""
+    return {"video_id": video_id, "status": "error", "error": repr(err)}
 
 
 def valid_flags(rows: pa.Table | pd.DataFrame) -> np.ndarray:

@@ -28,7 +28,7 @@ from pipeline.manifest import (
     write_json,
 )
 from pipeline.params import ClusterParams, TrainParams
-from pipeline.schemas import valid_flags
+from pipeline.schemas import error_status, valid_flags
 
 __all__ = ["training_config", "train_on_dataset"]
 
@@ -80,7 +80,7 @@ def train_on_dataset(annotations: str | Path, clips: str | Path, params: TrainPa
     if not todo:
         raise ManifestError(f"{annotations}: no easy-subset video: nothing to train on")
     shards = map_videos(_cut, todo, cluster,
-                        on_error=lambda i, e: {"video_id": i["video_id"], "status": "error", "error": repr(e)},
+                        on_error=lambda i, e: error_status(i["video_id"], e),
                         size=cfg.input_size, scale=cfg.crop_scale, out_dir=Path(crops_dir).resolve())
     for s in shards:
         if s["status"] != "ok":
