@@ -244,6 +244,13 @@ def read_frames(path: str | os.PathLike[str], indices: Iterable[int] | None = No
     return np.stack(frames)
 
 
+#: x264 options that keep its bitstream the same on every CPU. Its macroblock-tree rate control runs a float kernel
+#: (``mbtree_propagate_cost``) whose AVX-512, AVX2 and SSE versions start from approximate reciprocals (rcp14ps,
+#: rcpps) and round otherwise: the demo's carphone video got other bytes with x264's SIMD cut to AVX2. Without it,
+#: every level from SSSE3 to AVX-512 writes the same bytes; the price is more bits at the same crf.
+X264_SAME_ON_EVERY_CPU = "mbtree=0"
+
+
 class VideoWriter:
     """Write RGB frames to an H.264 MP4 atomically (the file appears only when closed without error).
 
@@ -276,8 +283,10 @@ class VideoWriter:
             assert isinstance(stream, av.video.stream.VideoStream)  # a video codec gives a video stream
             stream.width, stream.height = rgb.shape[1], rgb.shape[0]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(self.crf), "preset": self.preset,
-                              **({"x264-params": f"asm={self.x264_cpu}"} if self.x264_cpu else {})}
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+            if self.codec == "libx264":
+                cpu = f":asm={self.x264_cpu}" if self.x264_cpu else ""
+                stream.options = {**stream.options, "x264-params": X264_SAME_ON_EVERY_CPU + cpu}
             # One encoder thread: x264's output depends on its thread count, which defaults to the core count.
             stream.codec_context.thread_count = 1
             self._stream = stream
