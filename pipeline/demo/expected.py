@@ -55,8 +55,9 @@ def write(folder: Path, listing: Path, header: str, ignore: Collection[str] = ()
 
 def first_difference(folder: Path, listing: Path, ignore: Collection[str] = ()) -> str | None:
     """The first file (in path order) that is missing, unlisted or other than ``listing`` says, as one line naming it;
-    ``None`` when every file matches."""
-    expected, found = read(listing), hashes(folder, ignore)
+    ``None`` when every file matches. ``ignore`` paths are left out on both sides."""
+    expected = {rel: md5 for rel, md5 in read(listing).items() if rel not in ignore}
+    found = hashes(folder, ignore)
     for rel in sorted(set(expected) | set(found)):
         if rel not in found:
             return f"{folder / rel}: missing (listed in {listing})"
