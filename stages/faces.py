@@ -11,13 +11,15 @@ from typing import Any
 
 from pipeline.cli import StageOutputs, VideoTask, run_cached_stage, run_stage, setup_logging, skipped_row, stage_parser
 from pipeline.faces.process import track_main_face
+from pipeline.landmarks.adapters import create_landmark_model
 from pipeline.manifest import float_provenance, read_table
 from pipeline.params import stage_params
 from pipeline.runcache import StageCache, cache_root, file_digest
 
 
 def _track(clip: dict[str, Any], work_dir: Path, params: Any) -> dict[str, Any]:
-    return track_main_face(clip["video_id"], clip["path"], params)
+    # the follower's landmark model comes from the landmarks package: faces itself does not import it
+    return track_main_face(clip["video_id"], clip["path"], params, create_landmark_model)
 
 
 def main(argv: list[str] | None = None) -> int:
