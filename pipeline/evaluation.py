@@ -140,6 +140,21 @@ def _subset_summary(videos: list[dict[str, Any]], filters: dict[str, dict[str, f
     return summary, scores
 
 
+def _subsets(done: list[dict[str, Any]], filters: dict[str, dict[str, float]],
+             hard_filters: dict[str, dict[str, float]],
+             best_gamma: float) -> tuple[dict[str, dict], list[dict[str, Any]]]:
+    """Per subset with videos, :func:`_subset_summary`; and the per-video rows of both subsets for the plot."""
+    subsets, per_video = {}, []
+    for subset in ("easy", "hard"):
+        summary, scores = _subset_summary([r for r in done if r["subset"] == subset], filters,
+                                          hard_filters if subset == "hard" else None, best_gamma)
+        if summary:
+            subsets[subset] = summary
+            per_video += [{"video_id": s.video_id, "subset": subset, "method": s.method, "nme": s.nme, "nmf": s.nmf}
+                          for s in scores]
+    return subsets, per_video
+
+
 def write_scalar_metrics(directory: str | Path, subsets: dict[str, dict[str, dict[str, float]]]) -> list[Path]:
     """One small JSON per subset and method, ``<directory>/<subset>/<method>.json`` = ``{"nme", "nmf", "videos"}``.
 
@@ -175,7 +190,36 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
     items = _videos(Path(annotations), Path(clips), params.max_videos)
     rwr = rwr_settings(params)
     run = {"checkpoint": str(checkpoint.resolve()), "stamp": f"{weights.stat().st_mtime_ns}", "rwr": rwr}
+    results, gamma_scores, best_gamma = _predict_all(items, params, cluster, run)
+    done = [r for r in results if r["status"] == "ok"]
+    if not done:
+        raise ManifestError(f"{annotations}: no video could be evaluated ({len(results)} failed)")
 
+    filters, hard_filters = _tune_filters(done)
+    subsets, per_video = _subsets(done, filters, hard_filters, best_gamma)
+    metrics: dict[str, Any] = {
+        "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(weights)},
+        "filters": filters, "filters_tuned_on_hard": hard_filters,
+        "rwr_gamma": {"chosen": best_gamma, "objective": gamma_scores},
+        "rwr_settings": {"iters": rwr.iters, "align": rwr.align, "frame0_full_solve": rwr.frame0_full_solve},
+        "subsets": subsets}
+    hard = [r for r in done if r["subset"] == "hard"] or done
+    metrics["image_hard"] = _image_metrics(hard, best_gamma)
+    metrics["rwr_cost"] = {"calls_per_frame": {m: float(np.mean([r["calls"][m] for r in done]))
+                                               for m in ("scratch", "rwr")}}
+    _write_timings(done)
+    metrics["n_videos"] = {"evaluated": len(done), "failed": len(results) - len(done)}
+    write_json(metrics_path, metrics)
+    write_scalar_metrics(scalars, metrics["subsets"])
+    _write_plots(hard, per_video, ced_path, per_video_path)
+    log.info("evaluate: %s", json.dumps(metrics["subsets"].get("hard", {})))
+    return metrics
+
+
+def _predict_all(items: list[dict[str, Any]], params: EvaluateParams, cluster: ClusterParams,
+                 run: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[float, float], float]:
+    """Every video's predictions (failures as error rows, logged), with RwR's γ tuned on the first
+    ``params.tune_videos`` easy videos over ``params.rwr_gammas`` and 0: the results, each γ's objective, the best γ."""
     gammas = sorted({0.0, *params.rwr_gammas})
     tuning = [i for i in items if i["subset"] == "easy"][: params.tune_videos]
     tuned = [r for r in map_videos(_predict, tuning, cluster, _on_error, gammas=gammas, **run) if r["status"] == "ok"]
@@ -187,52 +231,50 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
     seen = {r["video_id"] for r in tuned}
     rest = [i for i in items if i["video_id"] not in seen]
     results = tuned + map_videos(_predict, rest, cluster, _on_error, gammas=sorted({0.0, best_gamma}), **run)
-    done = [r for r in results if r["status"] == "ok"]
     for r in results:
         if r["status"] != "ok":
             log.error("evaluate: %s failed: %s", r["video_id"], r.get("error"))
-    if not done:
-        raise ManifestError(f"{annotations}: no video could be evaluated ({len(results)} failed)")
+    return results, gamma_scores, best_gamma
 
+
+def _tune_filters(done: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The EMA and One-Euro constants tuned on the easy videos, and those tuned on the hard ones (none without)."""
     validation = [(r["scratch"], r["gt"], r["fps"]) for r in done if r["subset"] == "easy"]
     filters = {kind: tune_filter(kind, validation)[0] for kind in ("ema", "one_euro")}
     log.info("filter constants tuned on %d easy videos: %s", len(validation), filters)
     hard_pairs = [(r["scratch"], r["gt"], r["fps"]) for r in done if r["subset"] == "hard"]
     hard_filters = {kind: tune_filter(kind, hard_pairs)[0] for kind in ("ema", "one_euro")} if hard_pairs else {}
-    metrics: dict[str, Any] = {
-        "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(weights)},
-        "filters": filters, "filters_tuned_on_hard": hard_filters,
-        "rwr_gamma": {"chosen": best_gamma, "objective": gamma_scores},
-        "rwr_settings": {"iters": rwr.iters, "align": rwr.align, "frame0_full_solve": rwr.frame0_full_solve},
-        "subsets": {}}
-    per_video = []
-    for subset in ("easy", "hard"):
-        summary, scores = _subset_summary([r for r in done if r["subset"] == subset], filters,
-                                          hard_filters if subset == "hard" else None, best_gamma)
-        if summary:
-            metrics["subsets"][subset] = summary
-            per_video += [{"video_id": s.video_id, "subset": subset, "method": s.method, "nme": s.nme, "nmf": s.nmf}
-                          for s in scores]
+    return filters, hard_filters
 
-    hard = [r for r in done if r["subset"] == "hard"] or done
+
+def _final_points(best_gamma: float) -> dict[str, Any]:
+    """The image-metric methods: from scratch, RwR as released (γ = 0), RwR with the tuned proximal anchor."""
+    return {"scratch": lambda r: r["scratch"], "rwr": lambda r: r["rwr"][0.0],
+            "rwr_prox": lambda r: r["rwr"][best_gamma]}
+
+
+def _image_metrics(hard: list[dict[str, Any]], best_gamma: float) -> dict[str, dict[str, float]]:
+    """Per method, image NME (%), FR and AUC at 10 % over every frame of the hard videos."""
     gt = np.concatenate([r["gt"] for r in hard])
-    finals = {"scratch": lambda r: r["scratch"], "rwr": lambda r: r["rwr"][0.0],
-              "rwr_prox": lambda r: r["rwr"][best_gamma]}
     images = {}
-    for method, pick in finals.items():
+    for method, pick in _final_points(best_gamma).items():
         per_frame = nme(np.concatenate([pick(r) for r in hard]), gt)
         fr, auc = fr_auc(per_frame)
         images[method] = {"nme": float(100 * per_frame.mean()), "fr10": fr, "auc10": auc}
-    metrics["image_hard"] = images
-    cost = {m: float(np.mean([r["seconds"][m] for r in done])) for m in ("scratch", "rwr")}
-    metrics["rwr_cost"] = {"calls_per_frame": {m: float(np.mean([r["calls"][m] for r in done]))
-                                               for m in ("scratch", "rwr")}}
-    # wall times differ on every run: they go to an untracked log, not into the DVC metrics (dvc.lock stays clean)
-    write_json(TIMINGS_DIR / "evaluate.json", {"seconds_per_frame": cost, "time_ratio": cost["rwr"] / cost["scratch"]})
-    metrics["n_videos"] = {"evaluated": len(done), "failed": len(results) - len(done)}
-    write_json(metrics_path, metrics)
-    write_scalar_metrics(scalars, metrics["subsets"])
+    return images
 
+
+def _write_timings(done: list[dict[str, Any]]) -> None:
+    """Seconds per frame from scratch and with RwR: wall times differ on every run, so they go to an untracked log,
+    not into the DVC metrics (dvc.lock stays clean)."""
+    cost = {m: float(np.mean([r["seconds"][m] for r in done])) for m in ("scratch", "rwr")}
+    write_json(TIMINGS_DIR / "evaluate.json", {"seconds_per_frame": cost, "time_ratio": cost["rwr"] / cost["scratch"]})
+
+
+def _write_plots(hard: list[dict[str, Any]], per_video: list[dict[str, Any]], ced_path: str | Path,
+                 per_video_path: str | Path) -> None:
+    """The DVC plots: the CED curves of the hard frames (scratch, RwR) and every video's NME/NMF per method."""
+    gt = np.concatenate([r["gt"] for r in hard])
     xs, scratch_ced = ced(nme(np.concatenate([r["scratch"] for r in hard]), gt))
     _, rwr_ced = ced(nme(np.concatenate([r["rwr"][0.0] for r in hard]), gt))
     with atomic_path(ced_path) as tmp:
@@ -241,5 +283,3 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
     with atomic_path(per_video_path) as tmp:
         tmp.write_text("video_id,subset,method,nme,nmf\n" + "".join(
             f"{r['video_id']},{r['subset']},{r['method']},{r['nme']:.4f},{r['nmf']:.4f}\n" for r in per_video))
-    log.info("evaluate: %s", json.dumps(metrics["subsets"].get("hard", {})))
-    return metrics

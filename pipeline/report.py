@@ -269,26 +269,44 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
     m = inputs.manifests
     made: dict[str, str] = {}
     summary: dict[str, Any] = {"missing": []}
-    parts: list[str] = []
 
     def missing(what: str, path: Path, hint: str) -> str:
         summary["missing"].append(str(path))
         return _missing(what, path, hint)
 
-    # --- where videos were lost
+    parts = _status_section(inputs, metrics_out, summary, missing)
+    scores = _read(m / "scores.parquet")
+    ann = _read(m / "annotations.parquet")
+    parts += _subsets_section(m, scores, ann, out, made, summary, missing)
+    if scores is not None:
+        parts += _subset_video_sections(m, scores, out, params, score, cluster, made, summary)
+    else:
+        parts.append(missing("Renders", m / "scores.parquet", "run the score stage"))
+    parts += _demo_sections(inputs, scores, ann, out, made, summary, missing)
+    parts += _ldeq_sections(inputs, out, made, summary, missing)
+    summary["plots"] = made
+    page = ("<!doctype html><html lang=en><meta charset=utf-8><title>WFLW-V pipeline report</title>"
+            f"<style>{_STYLE}</style><h1>WFLW-V pipeline report</h1>" + "".join(parts) + "</html>")
+    return page, summary
+
+
+def _status_section(inputs: ReportInputs, metrics_out: Path | None, summary: dict[str, Any],
+                    missing: Any) -> list[str]:
+    """Where videos were lost: the videos per stage and status (also written as the run's DVC metrics)."""
     head = run_summary(inputs)
     write_run_metrics(head, inputs.metrics / "report" if metrics_out is None else metrics_out)
     summary["status"] = [{"stage": stage, **counts} for stage, counts in head["status"].items()]
-    parts.append("<h2>Videos per stage and status</h2>")
+    parts = ["<h2>Videos per stage and status</h2>"]
     if summary["status"]:
         parts.append(_table(pd.DataFrame(summary["status"]).set_index("stage").fillna(0).astype(int).reset_index()))
     else:
-        parts.append(missing("Status", m, "no stage manifest yet"))
+        parts.append(missing("Status", inputs.manifests, "no stage manifest yet"))
+    return parts
 
-    # --- subsets, uncertainty, the hard videos and what they look like
-    scores = _read(m / "scores.parquet")
-    ann = _read(m / "annotations.parquet")
-    parts.append("<h2>Subsets and the uncertainty that selects them</h2>")
+
+def _subsets_section(m: Path, scores: pd.DataFrame | None, ann: pd.DataFrame | None, out: Path,
+                     made: dict[str, str], summary: dict[str, Any], missing: Any) -> list[str]:
+    """The subsets (videos, frames, disagreement, valid and corrected shares) beside the uncertainty histogram."""
     if ann is not None and not ann.empty:
         agg: dict[str, Any] = {"videos": ("video_id", "nunique"), "frames": ("frame", "size"),
                                "disagreement": ("disagreement", "mean")}
@@ -309,52 +327,51 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
                        "Video uncertainty by subset; dashed: the selection thresholds", made)
     else:
         hist = missing("Uncertainty", m / "scores.parquet", "run the score stage")
-    parts.append(_row(subsets_html, hist))
+    return ["<h2>Subsets and the uncertainty that selects them</h2>", _row(subsets_html, hist)]
 
+
+def _subset_video_sections(m: Path, scores: pd.DataFrame, out: Path, params: ReportParams, score: ScoreParams,
+                           cluster: ClusterParams | None, made: dict[str, str], summary: dict[str, Any]) -> list[str]:
+    """The hard and easy subsets: every hard video and a sample of easy ones rendered, their tables and the contact
+    sheets of their most (hard) and least (easy) uncertain frames."""
+    ok = scores[scores.status == "ok"].astype({"rank": "int64"})  # every scored video is ranked
+    hard = ok[ok.subset == "hard"].sort_values("rank")
+    easy = ok[ok.subset == "easy"]
+    renders = _render_subsets(m, hard.video_id.tolist() + _easy_sample(easy, params.easy_renders), out, params,
+                              score, cluster)
+    summary["renders"] = renders
+    frame_u = {r["video_id"]: frame_uncertainty(r, score) for r in ok.to_dict("records")}
+    legend = _legend(m)
+    cols = ["rank", "video_id", "uncertainty", "disagreement", "instability", "confidence", "valid_share"]
+    parts = ["<h2>Hard subset</h2>",
+             "<p>Every hard video's render (click a video id): box coloured by how the faces stage found it, "
+             "model points coloured by family, consensus white where the frame is valid and red where not, "
+             "the frame's uncertainty and the video's timeline below.</p>" + legend]
+    sheet_hard = _sheet(out, "hard_worst", {v: frame_u[v] for v in hard.video_id}, params.sheet_frames, True,
+                        m, score, "Hard subset: the most uncertain frames", made)
+    parts.append(_row(_table(hard[cols], renders) if not hard.empty else "<p>No hard video.</p>", sheet_hard))
+    parts.append("<h2>Easy subset</h2>")
+    sample = [v for v in _easy_sample(easy, params.easy_renders) if v in renders]
+    links = " ".join(f'<a href="{html.escape(renders[v])}">{html.escape(v)}</a>' for v in sample)
+    parts.append(f"<p>{len(easy)} easy videos; rendered sample: {links or 'none'}.</p>")
+    sheet_easy = _sheet(out, "easy_best", {v: frame_u[v] for v in easy.video_id}, params.sheet_frames, False,
+                        m, score, "Easy subset: the least uncertain frames", made)
+    parts.append(_row(_table(easy.sort_values("rank")[cols].head(12)), sheet_easy))
+    return parts
+
+
+def _render_subsets(m: Path, targets: list[str], out: Path, params: ReportParams, score: ScoreParams,
+                    cluster: ClusterParams | None) -> dict[str, str]:
+    """Render ``targets`` into ``out/renders``; return video id → the render's path relative to ``out``."""
+    suffix = f".{params.render_format}"
+    items = [{"video_id": v, "out": out / "renders" / f"{v}{suffix}"} for v in targets]
     renders: dict[str, str] = {}
-    if scores is not None:
-        ok = scores[scores.status == "ok"].astype({"rank": "int64"})  # every scored video is ranked
-        hard = ok[ok.subset == "hard"].sort_values("rank")
-        easy = ok[ok.subset == "easy"]
-        targets = hard.video_id.tolist() + _easy_sample(easy, params.easy_renders)
-        suffix = f".{params.render_format}"
-        items = [{"video_id": v, "out": out / "renders" / f"{v}{suffix}"} for v in targets]
-        rows = _render_all(items, m, score, params.render_max_side, cluster)
-        for r in rows:
-            if r["status"] == "ok":
-                renders[r["video_id"]] = f"renders/{r['video_id']}{suffix}"
-            else:
-                log.error("report: render of %s failed: %s", r["video_id"], r["error"])
-        summary["renders"] = renders
-        frame_u = {r["video_id"]: frame_uncertainty(r, score) for r in ok.to_dict("records")}
-        legend = _legend(m)
-        cols = ["rank", "video_id", "uncertainty", "disagreement", "instability", "confidence", "valid_share"]
-        parts.append("<h2>Hard subset</h2>")
-        parts.append("<p>Every hard video's render (click a video id): box coloured by how the faces stage found it, "
-                     "model points coloured by family, consensus white where the frame is valid and red where not, "
-                     "the frame's uncertainty and the video's timeline below.</p>" + legend)
-        sheet_hard = _sheet(out, "hard_worst", {v: frame_u[v] for v in hard.video_id}, params.sheet_frames, True,
-                            m, score, "Hard subset: the most uncertain frames", made)
-        parts.append(_row(_table(hard[cols], renders) if not hard.empty else "<p>No hard video.</p>", sheet_hard))
-        parts.append("<h2>Easy subset</h2>")
-        sample = [v for v in _easy_sample(easy, params.easy_renders) if v in renders]
-        links = " ".join(f'<a href="{html.escape(renders[v])}">{html.escape(v)}</a>' for v in sample)
-        parts.append(f"<p>{len(easy)} easy videos; rendered sample: {links or 'none'}.</p>")
-        sheet_easy = _sheet(out, "easy_best", {v: frame_u[v] for v in easy.video_id}, params.sheet_frames, False,
-                            m, score, "Easy subset: the least uncertain frames", made)
-        parts.append(_row(_table(easy.sort_values("rank")[cols].head(12)), sheet_easy))
-    else:
-        parts.append(missing("Renders", m / "scores.parquet", "run the score stage"))
-
-    # --- the demo's known truth
-    parts += _demo_sections(inputs, scores, ann, out, made, summary, missing)
-
-    # --- LDEQ
-    parts += _ldeq_sections(inputs, out, made, summary, missing)
-    summary["plots"] = made
-    page = ("<!doctype html><html lang=en><meta charset=utf-8><title>WFLW-V pipeline report</title>"
-            f"<style>{_STYLE}</style><h1>WFLW-V pipeline report</h1>" + "".join(parts) + "</html>")
-    return page, summary
+    for r in _render_all(items, m, score, params.render_max_side, cluster):
+        if r["status"] == "ok":
+            renders[r["video_id"]] = f"renders/{r['video_id']}{suffix}"
+        else:
+            log.error("report: render of %s failed: %s", r["video_id"], r["error"])
+    return renders
 
 
 def _render_all(items: list[dict[str, Any]], manifests: Path, score: ScoreParams, max_side: int,
