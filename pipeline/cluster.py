@@ -18,6 +18,7 @@ import dask
 from dask.distributed import Client, LocalCluster, as_completed, get_worker
 from tqdm import tqdm
 
+from pipeline.kernels import SAME_KERNELS_ENV
 from pipeline.manifest import OutputError
 from pipeline.params import ClusterParams
 
@@ -82,6 +83,9 @@ def pin_threads() -> None:
 #: on a machine with one worker per core comes out of the tasks (``benchmarks/scaling.py``). Workers of an external
 #: cluster keep their own configuration (``benchmarks/README.md`` shows how to start them the same way).
 BATCH_DASK_CONFIG = {
+    # set by the nanny before it spawns a worker (numpy reads NPY_DISABLE_CPU_FEATURES at import, before env= applies);
+    # this replaces dask's default, MALLOC_TRIM_THRESHOLD_=65536, which tune_malloc overrides anyway
+    "distributed.nanny.pre-spawn-environ": {**SINGLE_THREAD_ENV, **SAME_KERNELS_ENV},
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",

@@ -1,8 +1,13 @@
 import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 from pipeline.cluster import dask_client, map_videos, worker_cached
 from pipeline.params import PROJECT_PARAMS, stage_params
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CLUSTER = stage_params("cluster", PROJECT_PARAMS, n_workers=2, threads_per_worker=1, memory_limit="1GiB")
 
@@ -93,3 +98,22 @@ def worker_settings(item: int) -> dict:
 def test_local_cluster_workers_run_with_the_batch_configuration():
     rows = map_videos(worker_settings, [0, 1], CLUSTER, on_error=lambda i, e: {"error": str(e)})
     assert [(r["profile"], r["tick"]) for r in rows] == [(False, "1s")] * 2
+
+
+def _x86_v4() -> bool:
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    return bool(__cpu_features__.get("X86_V4", False))
+
+
+def test_workers_and_stage_processes_run_numpy_at_the_pinned_simd_level():
+    """numpy reads its dispatch setting at import: the nanny sets it before spawning workers, the stages package before
+    any stage imports numpy (pipeline/kernels.py). Without that, AVX-512 machines computed other landmarks."""
+    with dask_client(CLUSTER) as client:
+        assert set(client.run(_x86_v4).values()) == {False}
+    code = ("import stages, numpy\nfrom numpy._core._multiarray_umath import __cpu_features__ as f\n"
+            "print(f.get('X86_V4', False))")
+    env = {k: v for k, v in os.environ.items() if k != "NPY_DISABLE_CPU_FEATURES"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
