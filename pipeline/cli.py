@@ -19,6 +19,7 @@ from pipeline.cluster import imap_videos
 from pipeline.manifest import ManifestError, ManifestWriter, OutputError, atomic_path, write_rows
 from pipeline.params import ClusterParams, ParamsError, load_params
 from pipeline.runcache import CachedVideo, StageCache, link_media, run_job
+from pipeline.schemas import error_status
 
 __all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "project_relative", "run_stage",
            "split_timings", "TIMINGS_DIR", "OutputError", "check_outputs", "VideoTask", "StageOutputs",
@@ -203,7 +204,7 @@ def run_cached_stage(stage: str, fn: Callable[..., dict[str, Any]], tasks: list[
     retried = 0
 
     def on_error(job: dict[str, Any], err: BaseException) -> dict[str, Any]:
-        return {"status": {"video_id": job["video_id"], "status": "error", "error": repr(err)}, "stored": False}
+        return {"status": error_status(job["video_id"], err), "stored": False}
 
     jobs = imap_videos(run_job, todo, cluster, on_error=on_error, fn=fn, cache=cache,
                        frames_manifest=outputs.frames_manifest, **kwargs)

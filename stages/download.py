@@ -32,6 +32,7 @@ from pipeline.cluster import imap_videos
 from pipeline.manifest import read_table, write_rows
 from pipeline.params import stage_params
 from pipeline.runcache import cache_root, link_media
+from pipeline.schemas import error_status
 from pipeline.sources import SourceListError, SourceRow
 
 log = logging.getLogger("stages.download")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, timings, notes = [], {}, {}
 
     def on_error(s: SourceRow, e: BaseException) -> dict[str, object]:
-        return {"video_id": s.video_id, "url": s.url, "status": "error", "error": repr(e)}
+        return {**error_status(s.video_id, e), "url": s.url}
 
     for _, row in imap_videos(download_video, sources, stage_params("cluster", args.params), on_error=on_error,
                               store=store.resolve(), params=params, root=Path.cwd(), cache=cache.resolve()):
