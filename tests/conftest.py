@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
+from pipeline.kernels import pin_kernels
 
-from pipeline.video import VideoWriter
+pin_kernels()  # before numpy and torch load: tests compute at the SIMD level the stages and their workers use
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from pipeline.video import VideoWriter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
