@@ -37,6 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.manifest import ManifestWriter, iter_videos  # noqa: E402
 from pipeline.video import VideoWriter, iter_frames  # noqa: E402
 
 STAGES = ["sources", "download", "trim", "faces", "label", "score", "annotate"]
@@ -136,20 +137,15 @@ def build(project: Path, env: dict[str, str]) -> dict[str, Any]:
 
 def label_rss_slope(project: Path, env: dict[str, str], fraction: float) -> dict[str, Any]:
     """Client peak RSS of the label stage (empty cache, so every video computes) on a subset and on all videos."""
-    faces = pd.read_parquet(project / "manifests" / "faces.parquet")
-    ids = sorted(faces.video_id.unique())
+    ids = sorted(pd.read_parquet(project / "manifests" / "faces.parquet", columns=["video_id"]).video_id.unique())
     subset = ids[: max(1, round(len(ids) * fraction))]
     points = []
     for chosen in (subset, ids):
         part = project / "manifests" / "faces_part.parquet"
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(project / "manifests" / "faces.parquet")
-        from pipeline.manifest import ManifestWriter
-
         with ManifestWriter(part, "faces") as writer:
-            for vid in chosen:
-                writer.write(table.filter(pq.pa.compute.equal(table.column("video_id"), vid)))
+            for vid, rows in iter_videos(project / "manifests" / "faces.parquet", "faces"):
+                if vid in chosen:
+                    writer.write(rows)
         cold = {**env, "WFLWV_CACHE": tempfile.mkdtemp(prefix="cold-cache-")}
         result = run_stage(project, cold, "label", "--faces", str(part), "--out", "manifests/landmarks_part.parquet",
                            "--status-out", "manifests/label_status_part.parquet")
@@ -159,8 +155,9 @@ def label_rss_slope(project: Path, env: dict[str, str], fraction: float) -> dict
         shutil.rmtree(cold["WFLWV_CACHE"])
     (a, b) = points
     slope = (b["client_peak_rss_mb"] - a["client_peak_rss_mb"]) * 1024 / max(1, b["frames"] - a["frames"])
+    # a slope at or below zero is flat within noise: extrapolate it as zero growth, never as shrinking
     return {"points": points, "kb_per_frame": round(slope, 2),
-            "extrapolated_mb": {k: round(b["client_peak_rss_mb"] + slope * (v - b["frames"]) / 1024, 1)
+            "extrapolated_mb": {k: round(b["client_peak_rss_mb"] + max(slope, 0.0) * (v - b["frames"]) / 1024, 1)
                                 for k, v in TARGETS.items()}}
 
 

@@ -225,6 +225,7 @@ def _reuse(store: Path, video_id: str, source: SourceRow, params: DownloadParams
     if changed:
         return None, record, f"source changed: {changed}"
     row = {k: v for k, v in record.items() if k not in ("format", "source")}
+    os.utime(store)  # last use of this stored version, for `python -m pipeline.runcache prune --stage downloads`
     return {**row, "path": str(media)}, record, None
 
 
