@@ -15,8 +15,12 @@ the key.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import pickle
+import struct
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,52 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:
     path = Path(path)
     tmp = path.with_suffix(".tmp")
     torch.save({**state, "layout": LAYOUT}, tmp)
+    _stable_serialization_id(tmp)
     tmp.replace(path)
+
+
+def _stable_serialization_id(path: Path) -> None:
+    """Replace the random ``.data/serialization_id`` torch.save writes by digits of a hash of the other members, so
+    the same state is the same file (DVC hashes checkpoints; a random id made every training run a new output).
+
+    The member is stored uncompressed with a data descriptor (torch's zip writer): the bytes and the CRC-32 in the
+    descriptor and in the central directory are rewritten in place, sizes unchanged.
+    """
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        target = next((m for m in members if m.filename.endswith("/.data/serialization_id")), None)
+        if target is None or target.compress_type != zipfile.ZIP_STORED:
+            return
+        digest = hashlib.sha256()
+        for member in members:
+            if member is not target:
+                digest.update(member.filename.encode() + archive.read(member.filename))
+        start_dir = archive.start_dir
+    size = target.file_size
+    stable = str(int(digest.hexdigest(), 16)).zfill(size)[-size:].encode()
+    crc = struct.pack("<I", zlib.crc32(stable))
+    with open(path, "r+b") as fh:
+        fh.seek(target.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+        data_at = target.header_offset + 30 + name_len + extra_len
+        fh.seek(data_at)
+        fh.write(stable)
+        if target.flag_bits & 0x08:  # data descriptor after the data: optional signature, then the CRC
+            signature = fh.read(4)
+            fh.seek(data_at + size + (4 if signature == b"PK\x07\x08" else 0))
+        else:
+            fh.seek(target.header_offset + 14)
+        fh.write(crc)
+        fh.seek(start_dir)
+        central = fh.read()
+        at = 0
+        while central[at:at + 4] == b"PK\x01\x02":  # the central directory's entries, one after another
+            name_len, extra_len, comment_len = struct.unpack("<HHH", central[at + 28:at + 34])
+            if central[at + 46:at + 46 + name_len].decode() == target.filename:
+                fh.seek(start_dir + at + 16)
+                fh.write(crc)
+                break
+            at += 46 + name_len + extra_len + comment_len
 
 
 def _torch_load(path: Path) -> Any:

@@ -190,10 +190,11 @@ def train(model: LDEQ, data: Dataset, cfg: LDEQConfig, out_dir: str | Path, resu
             if max_steps is not None and steps >= max_steps:
                 break
         sched.step()
+        # wall time goes to the log only: the checkpoint is a DVC output and must be the same bytes on every run
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else math.nan,
-                  "lr": optim.param_groups[0]["lr"], "seconds": round(time.monotonic() - started, 2)}
+                  "lr": optim.param_groups[0]["lr"]}
         history.append(record)
-        log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, record["loss"], record["seconds"])
+        log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, record["loss"], time.monotonic() - started)
         save_training_state(ckpt_path, {"model": model.state_dict(), "optimizer": optim.state_dict(),
                                         "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                         "history": history, "fingerprint": fingerprint})

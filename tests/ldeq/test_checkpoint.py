@@ -142,3 +142,24 @@ def test_a_missing_checkpoint_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_checkpoint(tmp_path / "nowhere")
     assert err.value.filename == str(tmp_path / "nowhere")
+
+
+def test_the_same_training_state_is_the_same_file(tmp_path):
+    """torch.save writes a random serialization id; DVC hashes checkpoints, so it is made a hash of the content."""
+    import zipfile
+
+    import torch
+
+    from ldeq.checkpoint import save_training_state
+
+    state = {"model": {"w": torch.arange(12.0).reshape(3, 4)}, "epoch": 2, "history": [{"epoch": 1, "loss": 0.5}]}
+    paths = [tmp_path / name / "checkpoint.pt" for name in ("a", "b")]
+    for path in paths:
+        path.parent.mkdir()
+        save_training_state(path, state)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert zipfile.ZipFile(paths[0]).testzip() is None  # every CRC still right
+    loaded = torch.load(paths[0], weights_only=True)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["epoch"] == 2
+    save_training_state(paths[1], {**state, "epoch": 3})
+    assert paths[0].read_bytes() != paths[1].read_bytes()

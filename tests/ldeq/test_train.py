@@ -26,7 +26,7 @@ def test_flip_augmentation_mirrors_points_and_permutes():
     assert np.allclose(out_pts[FLIP_PERMUTATION[60]], [58, 10])
 
 
-def test_training_reduces_loss_and_resumes(tmp_path):
+def test_training_reduces_loss_and_resumes(tmp_path, caplog):
     images, points = toy_data()
     cfg = get_config("tiny", epochs=3, batch_size=8, lr=3e-3)
     data = LandmarkCrops(images, points, augment=None)
@@ -36,10 +36,14 @@ def test_training_reduces_loss_and_resumes(tmp_path):
     longer = cfg.replace(epochs=4)
     resumed = train(LDEQ(longer), data, longer, tmp_path, fingerprint="a")
     assert len(resumed) == 4 and resumed[:3] == history  # continued, not restarted
-    fresh = train(LDEQ(longer), data, longer, tmp_path, fingerprint="other data")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ldeq.train"):
+        fresh = train(LDEQ(longer), data, longer, tmp_path, fingerprint="other data")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert len(fresh) == 4 and state["fingerprint"] == "other data" and state["epoch"] == 4
-    assert fresh[:3] != history  # a stale checkpoint is not continued
+    # a stale checkpoint is not continued: every epoch ran again (seeded, so the same losses as the first run)
+    assert [r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("epoch ")] == [
+        "1/4", "2/4", "3/4", "4/4"]
     model = load_checkpoint(tmp_path)
     assert not model.training and model.cfg == longer
 
