@@ -22,7 +22,7 @@ from pipeline.runcache import CachedVideo, StageCache, link_media, run_job
 from pipeline.schemas import error_status
 
 __all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "project_relative", "run_stage",
-           "split_timings", "TIMINGS_DIR", "OutputError", "check_outputs", "VideoTask", "StageOutputs",
+           "TIMINGS_DIR", "OutputError", "check_outputs", "VideoTask", "StageOutputs",
            "run_cached_stage", "write_timings"]
 
 #: Per-video wall times go here (untracked), not into the DVC-tracked manifests: they differ on every run, and a
@@ -41,19 +41,6 @@ def run_stage(main: Callable[[list[str] | None], int], argv: list[str] | None = 
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: {where}{err.strerror or err}", file=sys.stderr)
     return 2
-
-
-def split_timings(stage: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Move each row's ``seconds`` into ``logs/timings/<stage>.csv`` (untracked) and return the rows without it."""
-    lines = []
-    for row in rows:
-        seconds = row.pop("seconds", None)
-        if seconds is not None:
-            lines.append(f"{row['video_id']},{seconds}\n")
-    if lines:
-        with atomic_path(TIMINGS_DIR / f"{stage}.csv") as tmp:
-            tmp.write_text("video_id,seconds\n" + "".join(sorted(lines)), encoding="utf-8")
-    return rows
 
 
 class _StageParser(argparse.ArgumentParser):

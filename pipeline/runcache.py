@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.imports import import_closure
 from pipeline.manifest import OutputError, float_provenance, rows_table, sha256_file, write_table
@@ -46,7 +45,7 @@ from pipeline.schemas import SCHEMA_VERSION
 
 __all__ = [
     "CACHE_ENV", "StageCache", "CachedVideo", "cache_root", "code_digest", "file_digest", "table_digest",
-    "run_cached", "run_job", "link_media", "frames_table",
+    "run_cached", "run_job", "link_media",
 ]
 
 log = logging.getLogger(__name__)
@@ -158,11 +157,11 @@ class StageCache:
     fingerprint: str
 
     @classmethod
-    def for_stage(cls, root: Path, stage: str, params: Any, extra: Mapping[str, Any] | None = None) -> StageCache:
+    def for_stage(cls, root: Path, stage: str, params: Any) -> StageCache:
         """The cache of ``stages.<stage>`` with its params block (a pydantic model or plain data)."""
         dumped = params.model_dump(mode="json") if hasattr(params, "model_dump") else params
         fingerprint = _sha256(_json({
-            "stage": stage, "code": code_digest(f"stages.{stage}"), "params": dumped, "extra": dict(extra or {}),
+            "stage": stage, "code": code_digest(f"stages.{stage}"), "params": dumped,
             "runtimes": json.loads(float_provenance()["produced_by"]), "schema": SCHEMA_VERSION}))
         return cls(root, stage, fingerprint)
 
@@ -190,18 +189,14 @@ class StageCache:
         os.utime(folder)  # last use, for pruning by age
         return CachedVideo(key, status, folder)
 
-    def clear_abandoned(self) -> int:
-        """Remove the temporary folders of runs on this host whose process is gone; return how many."""
+    def clear_abandoned(self, key: str = "*") -> int:
+        """Remove the temporary folders (of ``key``, or of every key) that processes on this host left when they died
+        (``<key>~<host>~<pid>~<random>``); return how many."""
         tmp = self.folder / ".tmp"
-        removed = 0
-        if not tmp.is_dir():
-            return 0
-        for path in tmp.iterdir():
-            parts = path.name.split("~")
-            if len(parts) == 4 and parts[1] == _HOST and not _alive(int(parts[2])):
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        return removed
+        dead = [p for p in tmp.glob(f"{key}~{_HOST}~*~*") if not _alive(int(p.name.split("~")[2]))]
+        for path in dead:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(dead)
 
 
 def _alive(pid: int) -> bool:
@@ -263,17 +258,9 @@ def run_job(job: Mapping[str, Any], fn: Callable[..., dict[str, Any]], cache: St
     the video again), which left its temporary folder behind.
     """
     started = time.monotonic()
-    attempt = 1 + _clear_dead_attempts(cache, job["key"])
+    attempt = 1 + cache.clear_abandoned(job["key"])
     result = run_cached(fn, job["item"], cache, job["key"], frames_manifest, **kwargs)
     return {**result, "seconds": round(time.monotonic() - started, 3), "attempt": attempt}
-
-
-def _clear_dead_attempts(cache: StageCache, key: str) -> int:
-    tmp = cache.folder / ".tmp"
-    dead = [p for p in tmp.glob(f"{key}~{_HOST}~*") if not _alive(int(p.name.split("~")[2]))] if tmp.is_dir() else []
-    for path in dead:
-        shutil.rmtree(path, ignore_errors=True)
-    return len(dead)
 
 
 def _plain(value: Any) -> Any:
@@ -299,11 +286,6 @@ def link_media(files: Iterable[Path], out_dir: Path) -> None:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, target)
-
-
-def frames_table(entry: CachedVideo) -> pa.Table | None:
-    """An entry's per-frame rows, or None if it has none."""
-    return pq.read_table(entry.frames) if entry.frames else None
 
 
 # --- the command: report and prune -------------------------------------------------------------------------------
