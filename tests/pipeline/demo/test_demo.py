@@ -39,6 +39,7 @@ IMITATED_CPUS = {
                               "SSE4.1,SSSE3",
         "OPENCV_IPP": "sse42",
         "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+        "NPY_ENABLE_CPU_FEATURES": "",  # numpy refuses both lists: the imitation replaces the pinned whitelist
         "GLIBC_TUNABLES": f"glibc.cpu.hwcaps={_GLIBC_OFF_AVX512},-AVX2,-FMA,-FMA4,-AVX,-SSE4_1,-SSE4_2,-SSSE3",
         "OPENBLAS_CORETYPE": "Prescott",
     },
@@ -46,6 +47,7 @@ IMITATED_CPUS = {
         "OPENCV_CPU_DISABLE": "AVX512-SKX,AVX512-CLX,AVX512-ICL,AVX512-COMMON,AVX512F",
         "OPENCV_IPP": "avx2",
         "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "NPY_ENABLE_CPU_FEATURES": "",
         "GLIBC_TUNABLES": f"glibc.cpu.hwcaps={_GLIBC_OFF_AVX512}",
         "OPENBLAS_CORETYPE": "Haswell",
     },
