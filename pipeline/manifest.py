@@ -15,7 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.kernels import kernel_level
 from pipeline.schemas import SCHEMA_VERSION, STATUSES, schema
+
+#: The metadata key of the kernel level a manifest was computed at (:func:`pipeline.kernels.kernel_level`).
+KERNEL_LEVEL_KEY = "kernel_level"
 
 __all__ = [
     "ManifestError", "OutputError", "float_provenance", "atomic_path", "write_json", "sha256_file", "write_rows",
@@ -130,9 +134,10 @@ def rows_table(rows: Iterable[Mapping[str, Any]], name: str, metadata: Mapping[s
 
 
 def _with_metadata(sch: pa.Schema, metadata: Mapping[str, str] | None) -> pa.Schema:
-    if not metadata:
-        return sch
-    return sch.with_metadata({**sch.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}})
+    # every manifest says at which SIMD level its values were computed (pipeline/kernels.py), in words that are the
+    # same on every CPU pinned alike, so a manifest's bytes do not name the machine; pipeline.compare shows it
+    extra = {KERNEL_LEVEL_KEY: json.dumps(kernel_level(), sort_keys=True), **(metadata or {})}
+    return sch.with_metadata({**sch.metadata, **{k.encode(): v.encode() for k, v in extra.items()}})
 
 
 def write_rows(rows: Iterable[Mapping[str, Any]], name: str, path: str | os.PathLike[str],
