@@ -22,7 +22,7 @@ from ldeq.geometry import apply_affine
 from ldeq.model import LDEQ
 from ldeq.wflw import FLIP_PERMUTATION
 
-__all__ = ["Augment", "LandmarkCrops", "landmark_loss", "heatmap_loss", "train"]
+__all__ = ["Augment", "LandmarkCrops", "epoch_seed", "landmark_loss", "heatmap_loss", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,12 @@ def heatmap_loss(z: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> t
     return (0.5 * kl(p) + 0.5 * kl(g)).mean()
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order: a function of the run's seed and the epoch alone, so the order does not
+    depend on what ran before (a resumed run, another machine)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def _set_epoch(data: Dataset, epoch: int) -> None:
     """Tell every (nested) dataset the epoch, so augmentation draws differ between epochs but are reproducible."""
     for part in getattr(data, "datasets", [data]):
@@ -168,12 +174,13 @@ def train(model: LDEQ, data: Dataset, cfg: LDEQConfig, out_dir: str | Path, resu
         sched.load_state_dict(state["scheduler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator()
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
                         drop_last=len(cast(Sized, data)) > cfg.batch_size, generator=generator, num_workers=0)
     steps = 0
     for epoch in range(start_epoch, cfg.epochs):
         _set_epoch(data, epoch)
+        generator.manual_seed(epoch_seed(cfg.seed, epoch))  # a resumed run draws the order the whole run would
         model.train()
         started, losses = time.monotonic(), []
         for images, targets in loader:

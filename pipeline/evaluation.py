@@ -12,6 +12,11 @@ The checkpoint is a folder written by the train stage (``config.json`` + ``check
 ``dvc metrics show`` stays a readable table (``<scalars>/<subset>/<method>.json``: video NME, NMF and the number of
 videos), the whole results as plain JSON (image NME/FR/AUC on the hard frames, ratios to ``none``, tuned constants,
 RwR cost, which checkpoint) and DVC plots (CED curve, per-video NMF).
+
+Every figure of the whole results carries a 95 % percentile bootstrap interval over videos (``*_ci``; the ratios to
+``none`` paired: each resample scores every method on the same videos), so a reader sees whether a gain such as RwR's
+NMF ratio on a dozen demo videos is more than the spread between videos. Predictions run under
+:func:`ldeq.infer.exact_cpu_kernels`: the same checkpoint and annotations give the same figures on every x86-64 machine.
 """
 
 from __future__ import annotations
@@ -23,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ldeq.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from ldeq.infer import RwR, predict_video
+from ldeq.infer import RwR, exact_cpu_kernels, predict_video
 from ldeq.metrics import ced, fr_auc, nme
-from ldeq.video_eval import apply_filter, objective, score_video, summarize, tune_filter
+from ldeq.video_eval import VideoScores, apply_filter, objective, score_video, summarize, tune_filter
 from pipeline.cli import TIMINGS_DIR
 from pipeline.cluster import map_videos, worker_cached
 from pipeline.manifest import (
@@ -45,9 +49,14 @@ from pipeline.params import ClusterParams, EvaluateParams, ParamsError
 from pipeline.schemas import error_status, valid_flags
 from pipeline.video import iter_frames
 
-__all__ = ["evaluate_checkpoint", "evaluation_checkpoint", "rwr_settings", "write_scalar_metrics"]
+__all__ = ["BOOTSTRAP", "bootstrap_intervals", "evaluate_checkpoint", "evaluation_checkpoint", "rwr_settings",
+           "write_scalar_metrics"]
 
 log = logging.getLogger(__name__)
+
+#: How each figure's confidence interval is drawn: percentile bootstrap over videos, this many resamples, this
+#: coverage, from this seed (fixed: the same intervals on every run and machine).
+BOOTSTRAP: dict[str, float] = {"resamples": 1000, "confidence": 0.95, "seed": 0}
 
 
 def evaluation_checkpoint(params: EvaluateParams, default: str | Path) -> tuple[Path, Path]:
@@ -104,12 +113,12 @@ def _longest_valid_run(rows: Any) -> tuple[int, int]:
 
 def _predict(item: dict[str, Any], checkpoint: str, stamp: str, rwr: RwR, gammas: list[float]) -> dict[str, Any]:
     """From-scratch and RwR predictions (one per γ) of one video, with per-frame cost (runs on a dask worker)."""
-    torch.set_num_threads(1)
     model = worker_cached(f"ldeq:{checkpoint}:{stamp}", lambda: load_checkpoint(checkpoint))
     start = item.get("start", 0)
     frames = [f.rgb for f in iter_frames(item["path"], start, start + len(item["boxes"]))]
-    scratch = predict_video(model, frames, item["boxes"])
-    warm = {g: predict_video(model, frames, item["boxes"], replace(rwr, gamma=g)) for g in gammas}
+    with exact_cpu_kernels():  # the same predictions on every x86-64 machine (one thread, reproducible GEMM)
+        scratch = predict_video(model, frames, item["boxes"])
+        warm = {g: predict_video(model, frames, item["boxes"], replace(rwr, gamma=g)) for g in gammas}
     first = warm[gammas[0]]
     return {**item, "status": "ok", "scratch": scratch.points, "rwr": {g: r.points for g, r in warm.items()},
             "calls": {"scratch": scratch.calls.mean(), "rwr": first.calls[1:].mean()},
@@ -134,10 +143,49 @@ def _subset_summary(videos: list[dict[str, Any]], filters: dict[str, dict[str, f
     if not scores:
         return {}, []
     summary = summarize(scores)
-    for values in summary.values():  # the ratios the RwR claim is stated in
+    intervals = bootstrap_intervals(scores)
+    for method, values in summary.items():  # the ratios the RwR claim is stated in
         values["nmf_vs_none"] = values["nmf"] / summary["none"]["nmf"]
         values["nme_vs_none"] = values["nme"] / summary["none"]["nme"]
+        values.update(intervals[method])
     return summary, scores
+
+
+def _percentile_interval(samples: np.ndarray) -> list[float]:
+    tail = 100 * (1 - BOOTSTRAP["confidence"]) / 2
+    return [float(v) for v in np.percentile(samples, [tail, 100 - tail])]
+
+
+def _video_resamples(n_videos: int) -> np.ndarray:
+    """``BOOTSTRAP["resamples"]`` draws of ``n_videos`` video indices with replacement, from a fixed seed: the same
+    draws for every figure and method (paired ratios) and on every machine."""
+    rng = np.random.default_rng(BOOTSTRAP["seed"])
+    return rng.integers(0, n_videos, (int(BOOTSTRAP["resamples"]), n_videos))
+
+
+def bootstrap_intervals(scores: list[VideoScores]) -> dict[str, dict[str, list[float]]]:
+    """Per method, percentile bootstrap intervals over the subset's videos (:data:`BOOTSTRAP`) of its video NME and
+    NMF (``nme_ci``, ``nmf_ci``) and of their ratios to ``none`` (``nme_vs_none_ci``, ``nmf_vs_none_ci``).
+
+    Videos, not frames, are resampled: a video's frames share its face, its labels and its errors, so they are not
+    independent draws. Every method sees the same resampled videos, so a ratio's interval is that of a paired
+    comparison: an RwR NMF gain is supported where ``nmf_vs_none_ci`` lies below 1.
+    """
+    videos = sorted({s.video_id for s in scores})
+    column = {v: i for i, v in enumerate(videos)}
+    table: dict[str, dict[str, np.ndarray]] = {}
+    for s in scores:
+        per = table.setdefault(s.method, {"nme": np.full(len(videos), np.nan), "nmf": np.full(len(videos), np.nan)})
+        per["nme"][column[s.video_id]], per["nmf"][column[s.video_id]] = s.nme, s.nmf
+    picks = _video_resamples(len(videos))
+    means = {m: {k: v[picks].mean(axis=1) for k, v in per.items()} for m, per in table.items()}
+    out = {}
+    for method, mine in means.items():
+        out[method] = {"nme_ci": _percentile_interval(mine["nme"]), "nmf_ci": _percentile_interval(mine["nmf"])}
+        if "none" in means:
+            out[method]["nme_vs_none_ci"] = _percentile_interval(mine["nme"] / means["none"]["nme"])
+            out[method]["nmf_vs_none_ci"] = _percentile_interval(mine["nmf"] / means["none"]["nmf"])
+    return out
 
 
 def _subsets(done: list[dict[str, Any]], filters: dict[str, dict[str, float]],
@@ -202,6 +250,7 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
         "filters": filters, "filters_tuned_on_hard": hard_filters,
         "rwr_gamma": {"chosen": best_gamma, "objective": gamma_scores},
         "rwr_settings": {"iters": rwr.iters, "align": rwr.align, "frame0_full_solve": rwr.frame0_full_solve},
+        "confidence_intervals": {"method": "percentile bootstrap over videos", **BOOTSTRAP},
         "subsets": subsets}
     hard = [r for r in done if r["subset"] == "hard"] or done
     metrics["image_hard"] = _image_metrics(hard, best_gamma)
@@ -253,14 +302,20 @@ def _final_points(best_gamma: float) -> dict[str, Any]:
             "rwr_prox": lambda r: r["rwr"][best_gamma]}
 
 
-def _image_metrics(hard: list[dict[str, Any]], best_gamma: float) -> dict[str, dict[str, float]]:
-    """Per method, image NME (%), FR and AUC at 10 % over every frame of the hard videos."""
-    gt = np.concatenate([r["gt"] for r in hard])
-    images = {}
+def _image_metrics(hard: list[dict[str, Any]], best_gamma: float) -> dict[str, dict[str, Any]]:
+    """Per method, image NME (%), FR and AUC at 10 % over every frame of the hard videos, each with its bootstrap
+    interval over those videos (``nme_ci``, ``fr10_ci``, ``auc10_ci``; :data:`BOOTSTRAP`)."""
+    picks = _video_resamples(len(hard))
+    images: dict[str, dict[str, Any]] = {}
     for method, pick in _final_points(best_gamma).items():
-        per_frame = nme(np.concatenate([pick(r) for r in hard]), gt)
+        per_video = [nme(pick(r), r["gt"]) for r in hard]
+        per_frame = np.concatenate(per_video)
         fr, auc = fr_auc(per_frame)
-        images[method] = {"nme": float(100 * per_frame.mean()), "fr10": fr, "auc10": auc}
+        drawn = np.array([[100 * frames.mean(), *fr_auc(frames)]
+                          for frames in (np.concatenate([per_video[i] for i in draw]) for draw in picks)])
+        images[method] = {"nme": float(100 * per_frame.mean()), "fr10": fr, "auc10": auc,
+                          "nme_ci": _percentile_interval(drawn[:, 0]), "fr10_ci": _percentile_interval(drawn[:, 1]),
+                          "auc10_ci": _percentile_interval(drawn[:, 2])}
     return images
 
 

@@ -1,5 +1,9 @@
 """Train LDEQ on a built dataset: crops of the easy subset's annotated frames (cut per video on dask), optionally
-with WFLW stills, then :func:`ldeq.train.train` (resumable) and the stage's metrics and loss plot."""
+with WFLW stills, then :func:`ldeq.train.train` (resumable) and the stage's metrics and loss plot.
+
+Training runs under :func:`ldeq.infer.exact_cpu_kernels` (one thread, ATen's convolutions through MKL's reproducible
+GEMM, deterministic algorithms) with a data order drawn from the seed and the epoch: the same annotations give the same
+checkpoint on every x86-64 machine."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import torch
 
 from ldeq.config import LDEQConfig, get_config
 from ldeq.data import video_crops
+from ldeq.infer import exact_cpu_kernels
 from ldeq.model import LDEQ
 from ldeq.train import Augment, LandmarkCrops, train
 from ldeq.wflw_data import WFLWImages
@@ -101,12 +106,14 @@ def train_on_dataset(annotations: str | Path, clips: str | Path, params: TrainPa
         log.info("adding %d WFLW training images from %s", len(wflw), params.wflw_annotations)
         data = torch.utils.data.ConcatDataset([wflw, data])
         fingerprint = hashlib.sha256((fingerprint + str(Path(params.wflw_annotations).resolve())).encode()).hexdigest()
-    torch.manual_seed(cfg.seed)
-    model = LDEQ(cfg)
-    n_params = int(sum(t.numel() for t in model.parameters()))
-    log.info("training LDEQ (%s, %.2f M params) on %d crops (%d from %d videos)", params.profile, n_params / 1e6,
-             len(data), len(images), len(loaded))
-    history = train(model, data, cfg, out_dir, fingerprint=fingerprint)
+    # the same checkpoint from the same annotations on every x86-64 machine, whatever its core count or vendor
+    with exact_cpu_kernels():
+        torch.manual_seed(cfg.seed)
+        model = LDEQ(cfg)
+        n_params = int(sum(t.numel() for t in model.parameters()))
+        log.info("training LDEQ (%s, %.2f M params) on %d crops (%d from %d videos)", params.profile, n_params / 1e6,
+                 len(data), len(images), len(loaded))
+        history = train(model, data, cfg, out_dir, fingerprint=fingerprint)
     with atomic_path(plot_path) as tmp:
         tmp.write_text("epoch,loss\n" + "".join(f"{h['epoch']},{h['loss']:.6f}\n" for h in history))
     # key names shared with the other metrics files ("videos"): DVC shows every file's keys as one table's columns

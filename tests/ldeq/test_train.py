@@ -3,6 +3,7 @@ import torch
 
 from ldeq.checkpoint import load_checkpoint
 from ldeq.config import get_config
+from ldeq.infer import exact_cpu_kernels
 from ldeq.model import LDEQ
 from ldeq.train import Augment, LandmarkCrops, _augment, heatmap_loss, train
 from ldeq.wflw import FLIP_PERMUTATION
@@ -81,3 +82,40 @@ def test_crops_are_normalised_with_the_given_mean_and_std():
     image, target = LandmarkCrops(images, points, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))[0]
     assert torch.allclose(image, torch.from_numpy(images[0] / 127.5 - 1).permute(2, 0, 1).float(), atol=1e-6)
     assert torch.allclose(target, torch.from_numpy(points[0] / 64))
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Each epoch's data order and augmentation come from the seed and the epoch alone: stopping after epoch 2 and
+    resuming gives bit for bit the checkpoint of three epochs in one go (exact kernels, as the train stage runs)."""
+    images, points = toy_data()
+    cfg = get_config("tiny", epochs=3, batch_size=8, lr=3e-3)
+    runs = {}
+    for name, stops in (("straight", [3]), ("resumed", [2, 3])):
+        for epochs in stops:
+            torch.manual_seed(0)
+            with exact_cpu_kernels():
+                train(LDEQ(cfg.replace(epochs=epochs)), LandmarkCrops(images, points, Augment(), seed=1),
+                      cfg.replace(epochs=epochs), tmp_path / name, fingerprint="a")
+        runs[name] = _weights(tmp_path / name)
+    assert runs["straight"].keys() == runs["resumed"].keys()
+    assert all(torch.equal(runs["straight"][k], runs["resumed"][k]) for k in runs["straight"])
+
+
+def test_exact_kernels_do_not_follow_the_callers_thread_count(tmp_path):
+    images, points = toy_data(n=8)
+    cfg = get_config("tiny", epochs=1, batch_size=8)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        with exact_cpu_kernels():
+            x, w = torch.randn(16, 8, 12, 12), torch.randn(8, 8, 3, 3)
+            assert torch._C._select_conv_backend(x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                 None) == torch._C._ConvBackend.Slow2d
+            train(LDEQ(cfg), LandmarkCrops(images, points), cfg, tmp_path / str(threads), fingerprint="a")
+        assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    one, two = _weights(tmp_path / "1"), _weights(tmp_path / "2")
+    assert all(torch.equal(one[k], two[k]) for k in one)
