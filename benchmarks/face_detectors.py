@@ -4,10 +4,11 @@ Accuracy is measured on the demo (``data/demo``: ``truth.parquet`` + ``raw/*.mp4
 ``python -m stages.demo --out data/demo``). A detection is "right" when its centre is within 0.25 × the true box size
 of the true centre and its size is within [0.5, 2] × the true size (size = √(w·h)). Per level: recall (frames with
 a right box), centre offset and size ratio of the right boxes (each model's box convention against the truth box,
-which is dlib HOG's box carried through the known warp), 5-point error of the right boxes' keypoints against the
-truth landmarks (÷ inter-ocular distance), and other detections per frame. Besides the camera clips (levels d0-d3)
-the demo has ``rolled`` clips (head rolled 20-45°) and ``exit`` clips (frames with less than half the face in view
-are skipped). Carphone clips (real video, no geometric truth) report the share of frames with any detection.
+which is dlib HOG's box carried through the known warp), 5-point distance of the right boxes' keypoints to the
+demo's model-reference landmarks (÷ inter-ocular distance; dlib + MediaPipe mesh output, not truth), and other
+detections per frame. Besides the camera clips (levels d0-d3) the demo has ``rolled`` clips (head rolled 20-45°)
+and ``exit`` clips (frames with less than half the face in view are skipped). Carphone clips (real video, no
+geometric truth) report the share of frames with any detection.
 Two harder conditions are derived from every ``3·stride``-th camera truth frame with the truth carried along:
 ``small`` (frame shrunk ×0.25 onto a grey 640×480 canvas, faces 25-45 px) and ``roll45`` (frame rolled 45°).
 Fused and rotation-search rows reuse their members' detections, so their time is the members' summed time
@@ -92,7 +93,7 @@ def demo_frames(demo: Path, stride: int) -> list[dict[str, Any]]:
                     "video_id": video_id, "group": group if has else "carphone", "media": row["media"],
                     "rgb": frame.rgb, "box": np.array([row[k] for k in ("x1", "y1", "x2", "y2")], np.float32)
                     if has else None,
-                    "points": np.asarray(row["landmarks"], np.float32)[list(WFLW5)] if has else None,
+                    "points": np.asarray(row["reference_landmarks"], np.float32)[list(WFLW5)] if has else None,
                 })
     return items
 

@@ -5,12 +5,17 @@ Run from the root of a project whose demo is built (``manifests/*.parquet``, ``d
     python benchmarks/review_gain.py --out benchmarks/results/review_gain.json
 
 For each variant of the frame choice it runs ``pipeline.review export`` on the hard subset, plays the reviewer by
-writing a Label Studio-style JSON export in which every chosen frame carries the demo's truth points (the "human"
-input; frames whose truth is missing or leaves the image are left unsubmitted, as a person would skip them), runs
-``pipeline.review import`` and the annotate stage with those corrections (into ``--work``, the project's manifests
-are not touched) and compares the hard subset's annotations with the truth before and after: NME (% of the true
-outer-eye-corner distance) per demo difficulty level, over every hard frame with a visible face, and split by what
-the frame became (human / propagated / pseudo).
+writing a Label Studio-style JSON export in which every chosen frame carries the demo's model-reference points (the
+simulated "human" input; frames without a reference or whose reference leaves the image are left unsubmitted, as a
+person would skip them), runs ``pipeline.review import`` and the annotate stage with those corrections (into
+``--work``, the project's manifests are not touched) and compares the hard subset's annotations with the reference
+before and after: the distance to it (the ``nme_*`` keys: % of the reference's outer-eye-corner distance) per demo
+difficulty level, over every hard frame with a visible face, and split by what the frame became (human /
+propagated / pseudo).
+
+The reference is model output (dlib ERT-68 + MediaPipe mesh on the clean stills, carried through the known warp), not
+truth: this measures how far corrections carry (a reviewer who agrees with the reference moves the labels onto it),
+not label accuracy. With real corrections, ``benchmarks/corrections_quality.py`` measures against people's points.
 
 Variants (``--variants``), at about the same budget: ``review`` = the params.yaml ``review`` block (keyframes every
 <= keyframe_step frames plus the invalid and most uncertain frames), ``NAME=FRAMES_PER_VIDEO,KEYFRAME_STEP`` the same
@@ -41,27 +46,28 @@ from pipeline.review import TASKS_FILE, ChosenFrame, export_review, frame_task, 
 STAMP = "2026-01-01T00:00:00.000000Z"  # the "reviewer's" submission time (fixed: same corrections every run)
 
 
-def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-frame NME (%): mean point error over the true outer-eye-corner distance (points 60, 72)."""
-    iod = np.linalg.norm(gt[:, 60] - gt[:, 72], axis=-1)
-    return 100 * np.linalg.norm(pred - gt, axis=-1).mean(-1) / iod
+def nme(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-frame normalised mean distance (%): mean point distance over ``ref``'s outer-eye-corner distance (points
+    60, 72)."""
+    iod = np.linalg.norm(ref[:, 60] - ref[:, 72], axis=-1)
+    return 100 * np.linalg.norm(pred - ref, axis=-1).mean(-1) / iod
 
 
-def truth_export(tasks: list[dict[str, Any]], truth: pd.DataFrame) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """The chosen frames as a Label Studio JSON export whose annotations are the truth points."""
+def reference_export(tasks: list[dict[str, Any]], demo: pd.DataFrame) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The chosen frames as a Label Studio JSON export whose annotations are the model-reference points."""
     items, skipped = [], Counter[str]()
-    gt = truth.set_index(["video_id", "frame"])
+    ref = demo.set_index(["video_id", "frame"])
     for k, task in enumerate(tasks, start=1):
         data = task["data"]
         key = (data["video_id"], data["frame"])
-        row = gt.loc[key] if key in gt.index else None
+        row = ref.loc[key] if key in ref.index else None
         if row is None or not row.has_truth or not row.visible:
-            skipped["no truth"] += 1
+            skipped["no reference"] += 1
             continue
-        points = np.stack(row.landmarks).astype(np.float64)
+        points = np.stack(row.reference_landmarks).astype(np.float64)
         w, h = data["width"], data["height"]
         if ((points < -0.5) | (points > [w - 0.5, h - 0.5])).any():
-            skipped["truth leaves the image"] += 1
+            skipped["reference leaves the image"] += 1
             continue
         why = ChosenFrame(data["frame"], data["reason"], data["detail"])
         result = frame_task(data["video_id"], data["frame"], data["image"], (w, h), points, why,
@@ -72,17 +78,18 @@ def truth_export(tasks: list[dict[str, Any]], truth: pd.DataFrame) -> tuple[list
     return items, skipped
 
 
-def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace, truth: pd.DataFrame) -> dict[str, Any]:
+def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace, demo: pd.DataFrame) -> dict[str, Any]:
     work = args.work / name
     review = stage_params("review", args.params, export_dir=str(work / "review"), **overrides)
     t0 = time.monotonic()
     chosen = export_review(None, args.manifests, work / "review", review, stage_params("score", args.params))
     tasks = json.loads((work / "review" / TASKS_FILE).read_text())
-    export, skipped = truth_export(tasks, truth)
-    (work / "truth_export.json").write_text(json.dumps(export))
+    export, skipped = reference_export(tasks, demo)
+    (work / "reference_export.json").write_text(json.dumps(export))
     for old in (work / "corrections").glob("*.parquet"):
         old.unlink()
-    imported = import_review(work / "truth_export.json", work / "review" / TASKS_FILE, work / "corrections", "truth")
+    imported = import_review(work / "reference_export.json", work / "review" / TASKS_FILE, work / "corrections",
+                             "reference")
     raw = load(args.params)
     raw["annotate"].update(corrections=str(work / "corrections"), export_dir=str(work / "wflw_v"))
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -95,12 +102,14 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace, 
     keys = ["video_id", "frame"]
     both = (before[before.subset == "hard"][[*keys, "landmarks", "valid"]]
             .merge(after[[*keys, "landmarks", "valid", "label_source"]], on=keys, suffixes=("_before", "_after"))
-            .merge(truth[truth.has_truth & truth.visible.fillna(False)][[*keys, "difficulty", "landmarks"]], on=keys))
+            .merge(demo[demo.has_truth & demo.visible.fillna(False)][[*keys, "difficulty", "reference_landmarks"]],
+                   on=keys))
     pb = np.stack([np.stack(p) for p in both.landmarks_before]).astype(np.float64)
     pa_ = np.stack([np.stack(p) for p in both.landmarks_after]).astype(np.float64)
-    gt = np.stack([np.stack(p) for p in both.landmarks]).astype(np.float64)
+    ref = np.stack([np.stack(p) for p in both.reference_landmarks]).astype(np.float64)
     labelled = np.isfinite(pb).all(axis=(1, 2))
-    both = both[labelled].assign(nme_before=nme(pb[labelled], gt[labelled]), nme_after=nme(pa_[labelled], gt[labelled]))
+    both = both[labelled].assign(nme_before=nme(pb[labelled], ref[labelled]),
+                                 nme_after=nme(pa_[labelled], ref[labelled]))
     per_level = []
     for level, rows in both.groupby("difficulty"):
         entry: dict[str, Any] = {"level": int(level), "frames": len(rows), "nme_before": rows.nme_before.mean(),
@@ -137,7 +146,8 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace, 
 
 
 def table(result: dict[str, Any]) -> list[str]:
-    lines = ["| level | frames | NME before | NME after | human (before → after) | propagated (before → after) "
+    lines = ["Distance % to the demo's model reference (model output, not truth):", "",
+             "| level | frames | before | after | human (before → after) | propagated (before → after) "
              "| pseudo (before → after) |", "|---|---|---|---|---|---|---|"]
 
     def cell(part: dict[str, Any]) -> str:
@@ -155,26 +165,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--manifests", type=Path, default=Path("manifests"))
-    parser.add_argument("--truth", type=Path, default=Path("data/demo/truth.parquet"))
+    parser.add_argument("--truth", type=Path, default=Path("data/demo/truth.parquet"),
+                        help="the demo's truth.parquet (exact boxes and visibility, the landmarks' model reference)")
     parser.add_argument("--work", type=Path, default=Path("data/review_gain"), help="inside the project")
     parser.add_argument("--variants", nargs="+", default=["review", "uniform=0,12"],
                         help="frame choices to compare: 'review' (params.yaml) or NAME=FRAMES_PER_VIDEO,KEYFRAME_STEP")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    truth = pd.read_parquet(args.truth)
+    demo = pd.read_parquet(args.truth)
     results = {"machine": platform.platform(), "cpus": platform.processor() or platform.machine(), "variants": {}}
     for spec in args.variants:
         name, _, values = spec.partition("=")
         per_video, step = (int(v) for v in values.split(",")) if values else (None, None)
         overrides = {} if values == "" else {"frames_per_video": per_video, "keyframe_step": step}
-        result = run_variant(name, overrides, args, truth)
+        result = run_variant(name, overrides, args, demo)
         results["variants"][name] = result
         e = result["export"]
         print(f"\n{name}: {e['frames']} frames of {e['hard_frames']} ({e['share']:.1%}) in {e['videos']} hard videos, "
               f"by reason {e['by_reason']}; submitted {result['submitted']}, not {result['not_submitted']}; "
               f"{result['seconds']} s")
         by_reason = result["pseudo_nme_of_chosen_frames_by_reason"]
-        print("pseudo-label NME of the chosen frames by reason: "
+        print("pseudo-label distance to the reference of the chosen frames by reason: "
               + ", ".join(f"{r} {v['pseudo_nme']:.2f} ({v['frames']})" for r, v in by_reason.items())
               + f"; all hard frames {result['hard_pseudo_nme_all_frames']:.2f}")
         print("\n".join(table(result)))

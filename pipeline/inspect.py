@@ -1,7 +1,8 @@
 """Look at a run from the terminal: ``python -m pipeline.inspect <summary|render|why> --help``.
 
-* ``summary``: the run in a few lines (videos per status, subsets, label quality, LDEQ with and without RwR, where
-  the report is); with manifest paths, each manifest's row counts by status, subset, model, licence and the like.
+* ``summary``: the run in a few lines (videos per status, subsets, the labels against people's corrections and
+  their distance to the demo's model reference, LDEQ with and without RwR, where the report is); with manifest
+  paths, each manifest's row counts by status, subset, model, licence and the like.
 * ``render VIDEO_ID``: one video (or a frame range, ``--frames 10-40``) drawn with its box, every model's points,
   the consensus, validity and uncertainty.
 * ``why VIDEO_ID``: one video's state per stage, its scores, and why it is (or is not) hard.
@@ -261,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("manifest", nargs="*", type=Path, help="any manifest (.parquet) to summarize")
     summary.add_argument("--manifests", type=Path, default=Path("manifests"))
     summary.add_argument("--metrics", type=Path, default=Path("metrics"))
-    summary.add_argument("--demo-truth", type=Path, default=Path("data/demo/truth.parquet"))
+    summary.add_argument("--demo-truth", type=Path, default=Path("data/demo/truth.parquet"),
+                         help="the demo's exact boxes and levels and its landmarks' model reference "
+                              "(default: %(default)s)")
+    summary.add_argument("--params", type=Path, default=Path("params.yaml"),
+                         help="for the score block (the labels before correction are recomputed)")
     summary.add_argument("--report", type=Path, default=Path("report"))
     render = sub.add_parser("render", help="draw one video's labels on its frames",
                             description="Render one video: main-face box, every model's points (one colour per "
@@ -290,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                     print("\n".join(manifest_summary(path)))
             else:
                 inputs = ReportInputs(args.manifests, args.metrics, Path("plots"), args.demo_truth)
-                print("\n".join(summary_lines(run_summary(inputs), args.report)))
+                score = stage_params("score", args.params)
+                print("\n".join(summary_lines(run_summary(inputs, score), args.report)))
         elif args.cmd == "render":
             if args.max_side <= 0:
                 raise ValueError(f"--max-side {args.max_side}: must be a positive number of pixels")

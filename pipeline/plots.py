@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from pipeline.manifest import atomic_path
 from pipeline.render import family_colour
 
-__all__ = ["uncertainty_hist", "label_error_by_level", "model_error", "ced_curves", "nmf_scatter", "train_loss"]
+__all__ = ["uncertainty_hist", "label_reference_distance", "model_reference_distance", "ced_curves", "nmf_scatter",
+           "train_loss"]
 
 _SUBSET_COLOURS = {"hard": "#d62728", "easy": "#2ca02c", "middle": "#7f7f7f"}
 
@@ -52,25 +53,29 @@ def uncertainty_hist(scores: pd.DataFrame, out: str | Path) -> Path:
     return _save(fig, out)
 
 
-def label_error_by_level(quality: pd.DataFrame, out: str | Path) -> Path:
-    """Bars: consensus-label NME (%) against the demo truth per difficulty level (``difficulty, frames, label_nme``)."""
-    if quality.empty:
-        raise ValueError("no labelled frame with demo truth")
+def label_reference_distance(distance: pd.DataFrame, out: str | Path) -> Path:
+    """Bars: the consensus labels' distance (%) to the demo's model reference per difficulty level (``difficulty,
+    frames, reference_distance``). The reference is model output (dlib + MediaPipe mesh on the clean stills), not
+    truth, and the title says so."""
+    if distance.empty:
+        raise ValueError("no labelled frame with a model reference")
     fig = Figure(figsize=(5, 3.4))
     ax = fig.add_subplot()
-    bars = ax.bar(np.arange(len(quality)), quality.label_nme, color="#4c72b0")
-    ax.set_xticks(np.arange(len(quality)), [str(v) for v in quality.difficulty])
-    ax.bar_label(bars, labels=[f"{v:.2f}\n({n} fr)" for v, n in zip(quality.label_nme, quality.frames)], fontsize=8)
-    ax.set(xlabel="demo difficulty level", ylabel="label NME (% inter-ocular)",
-           title="Consensus labels vs the demo's known-warp truth")
+    bars = ax.bar(np.arange(len(distance)), distance.reference_distance, color="#4c72b0")
+    ax.set_xticks(np.arange(len(distance)), [str(v) for v in distance.difficulty])
+    ax.bar_label(bars, labels=[f"{v:.2f}\n({n} fr)" for v, n in zip(distance.reference_distance, distance.frames)],
+                 fontsize=8)
+    ax.set(xlabel="demo difficulty level", ylabel="distance to the reference (% inter-ocular)",
+           title="Consensus labels vs the demo's model reference\n(dlib + mesh output, not truth)")
     ax.margins(y=0.25)
     return _save(fig, out)
 
 
-def model_error(per_model: pd.DataFrame, out: str | Path) -> Path:
-    """Grouped bars: NME (%) per model (and the consensus) per difficulty level (``model, family, difficulty, nme``)."""
+def model_reference_distance(per_model: pd.DataFrame, out: str | Path) -> Path:
+    """Grouped bars: distance (%) to the demo's model reference per model (and the consensus) per difficulty level
+    (``model, family, difficulty, reference_distance``)."""
     if per_model.empty:
-        raise ValueError("no model output with demo truth")
+        raise ValueError("no model output with a model reference")
     levels = sorted(per_model.difficulty.unique())
     models = list(dict.fromkeys(per_model.model))
     fig = Figure(figsize=(6.5, 3.6))
@@ -81,11 +86,11 @@ def model_error(per_model: pd.DataFrame, out: str | Path) -> Path:
         family = rows.family.iloc[0]
         colour = "#222222" if family == "consensus" else tuple(c / 255 for c in family_colour(family))
         ax.bar(np.arange(len(levels)) + (i - (len(models) - 1) / 2) * width,
-               [rows.nme.get(level, np.nan) for level in levels], width, label=model, color=colour,
+               [rows.reference_distance.get(level, np.nan) for level in levels], width, label=model, color=colour,
                edgecolor="black", linewidth=0.4)
     ax.set_xticks(np.arange(len(levels)), [str(v) for v in levels])
-    ax.set(xlabel="demo difficulty level", ylabel="NME (% inter-ocular)",
-           title="Each model vs the demo truth (points it defines)")
+    ax.set(xlabel="demo difficulty level", ylabel="distance to the reference (% inter-ocular)",
+           title="Each model vs the demo's model reference (points it defines;\nthe reference is dlib + mesh output)")
     ax.legend(fontsize=7, ncol=min(len(models), 4), loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return _save(fig, out)
 

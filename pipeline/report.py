@@ -1,8 +1,19 @@
 """The run's report: one HTML page of tables, figures and renders (what failed where, the subsets and what they look
-like, label quality on the demo truth, the LDEQ results), and a JSON summary of the figures it shows.
+like, the labels against people's corrections and against the demo's model reference, the LDEQ results), and a JSON
+summary of the figures it shows.
+
+Two yardsticks for the landmark labels, kept apart by name:
+
+* **People's corrections** (``label_source == "human"`` in the annotations: the frames a reviewer fixed in Label
+  Studio, ``python -m pipeline.review``) are the only landmark truth a run has. :func:`correction_nme` gives each
+  model's and the consensus's NME against them, from the labels *before* the correction.
+* **The demo's model reference** (``reference_landmarks`` of ``data/demo/truth.parquet``) is model output: dlib
+  ERT-68 + MediaPipe mesh on the clean stills, carried through the known warp. Two of the label stage's voters made
+  it, so a small distance to it is agreement with them, never accuracy (:func:`label_reference_distance`). The demo's
+  boxes, visibility and levels are exact and stay truth.
 
 Every section reads its own inputs and says what is missing instead of failing, so a partial run (no evaluation
-yet, no demo truth) still gets a page. :func:`run_summary` and :func:`summary_lines` are the few-line version that
+yet, no demo) still gets a page. :func:`run_summary` and :func:`summary_lines` are the few-line version that
 ``python -m pipeline.inspect summary`` prints at the end of ``make demo``.
 """
 
@@ -18,17 +29,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import plots
 from pipeline.cluster import map_videos
-from pipeline.manifest import ManifestError, write_json
+from pipeline.manifest import ManifestError, rows_by_video, write_json
 from pipeline.params import ClusterParams, ReportParams, ScoreParams
 from pipeline.render import contact_sheet, family_colour, frame_uncertainty, load_overlay, pick_frames, render_video
 from pipeline.schemas import error_status, valid_flags
+from pipeline.uncertainty import VideoLabels, video_labels
 
-__all__ = ["ReportInputs", "label_quality", "model_quality", "run_summary", "summary_lines", "build_report",
-           "render_one", "write_run_metrics", "STAGE_MANIFESTS"]
+__all__ = ["ReportInputs", "label_reference_distance", "model_reference_distance", "human_points",
+           "pre_correction_labels", "correction_nme", "run_corrections", "run_summary", "summary_lines",
+           "build_report", "render_one", "write_run_metrics", "STAGE_MANIFESTS", "REFERENCE_NOTE"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +53,8 @@ STAGE_MANIFESTS = (("download", "downloads"), ("trim", "clips"), ("faces", "face
 
 @dataclass(frozen=True)
 class ReportInputs:
-    """Where a run's results are: manifests, DVC metrics and plot tables, and the demo truth (if any)."""
+    """Where a run's results are: manifests, DVC metrics and plot tables, and the demo's ``truth.parquet`` (if any:
+    exact boxes, levels, and the landmarks' model reference)."""
 
     manifests: Path
     metrics: Path
@@ -56,53 +71,167 @@ def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
     return pd.read_parquet(path, columns=columns)
 
 
-def _nme(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Per-row NME (% of the true inter-ocular distance, outer eye corners 60/72) over the points in ``mask``."""
-    iod = np.linalg.norm(gt[:, 60] - gt[:, 72], axis=-1)
-    err = np.linalg.norm(pred - gt, axis=-1)
+#: What the demo's landmark reference is, said wherever a distance to it is shown.
+REFERENCE_NOTE = ("The demo's landmark reference is model output, not truth: dlib ERT-68 and MediaPipe mesh points "
+                  "(on a dlib HOG box) measured once on each clean still and carried through the known warp. Two of "
+                  "the label stage's voters made it, so agreeing with it is not accuracy: a small distance means the "
+                  "labels read the face as those two models read the clean photo. (The demo's boxes, visibility and "
+                  "levels are exact.)")
+
+
+def _nme(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-row normalised mean distance (% of ``ref``'s inter-ocular distance, outer eye corners 60/72) over the
+    points in ``mask`` (default: every point)."""
+    iod = np.linalg.norm(ref[:, 60] - ref[:, 72], axis=-1)
+    err = np.linalg.norm(pred - ref, axis=-1)
     if mask is None:
         return 100 * err.mean(-1) / iod
     return 100 * (err * mask).sum(-1) / np.maximum(mask.sum(-1), 1) / iod
 
 
-def label_quality(annotations: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Per demo difficulty level: NME (%, inter-ocular) of the consensus labels against the demo's known-warp truth,
-    over the frames the labels mark valid (all frames where the annotations carry no ``valid`` column)."""
+def _stack(column: pd.Series) -> np.ndarray:
+    return np.stack([np.stack(p) for p in column]).astype(np.float64)
+
+
+def label_reference_distance(annotations: pd.DataFrame, demo: pd.DataFrame) -> pd.DataFrame:
+    """Per demo difficulty level: distance (% inter-ocular) of the consensus labels to the demo's model reference
+    (``reference_landmarks``; model output, not truth: :data:`REFERENCE_NOTE`), over the frames the labels mark valid
+    (all frames where the annotations carry no ``valid`` column). Columns ``difficulty, frames, reference_distance``."""
     annotations = annotations[valid_flags(annotations)]
-    merged = annotations.merge(truth[truth.has_truth], on=["video_id", "frame"], suffixes=("", "_gt"))
+    merged = annotations.merge(demo[demo.has_truth], on=["video_id", "frame"])
     if merged.empty:
-        return pd.DataFrame(columns=["difficulty", "frames", "label_nme"])
-    pred = np.stack([np.stack(p) for p in merged.landmarks])
-    gt = np.stack([np.stack(p) for p in merged.landmarks_gt])
-    merged["label_nme"] = _nme(pred, gt)
-    return (merged.groupby("difficulty").agg(frames=("frame", "size"), label_nme=("label_nme", "mean"))
+        return pd.DataFrame(columns=["difficulty", "frames", "reference_distance"])
+    merged["reference_distance"] = _nme(_stack(merged.landmarks), _stack(merged.reference_landmarks))
+    return (merged.groupby("difficulty").agg(frames=("frame", "size"),
+                                             reference_distance=("reference_distance", "mean")).reset_index())
+
+
+def model_reference_distance(landmarks: pd.DataFrame, annotations: pd.DataFrame | None,
+                             demo: pd.DataFrame) -> pd.DataFrame:
+    """Distance (%) of each model to the demo's model reference per difficulty level, over the WFLW-98 points the
+    model defines and every frame it labelled; the consensus (annotations, valid frames) is added as model
+    ``consensus``. Columns ``model, family, difficulty, frames, reference_distance``."""
+    ref_rows = demo[demo.has_truth][["video_id", "frame", "difficulty", "reference_landmarks"]]
+    parts = []
+    merged = landmarks.merge(ref_rows, on=["video_id", "frame"])
+    if not merged.empty:
+        mask = np.stack([np.asarray(m, bool) for m in merged["mask"]])
+        parts.append(merged[["model", "family", "difficulty"]].assign(
+            reference_distance=_nme(_stack(merged.wflw98), _stack(merged.reference_landmarks), mask)))
+    if annotations is not None and not annotations.empty:
+        merged = annotations[valid_flags(annotations)].merge(ref_rows, on=["video_id", "frame"])
+        if not merged.empty:
+            parts.append(pd.DataFrame({"model": "consensus", "family": "consensus",
+                                       "difficulty": merged.difficulty.to_numpy(),
+                                       "reference_distance": _nme(_stack(merged.landmarks),
+                                                                  _stack(merged.reference_landmarks))}))
+    if not parts:
+        return pd.DataFrame(columns=["model", "family", "difficulty", "frames", "reference_distance"])
+    rows = pd.concat(parts, ignore_index=True)
+    return (rows.groupby(["model", "family", "difficulty"], sort=False)
+            .agg(frames=("reference_distance", "size"), reference_distance=("reference_distance", "mean"))
             .reset_index())
 
 
-def model_quality(landmarks: pd.DataFrame, annotations: pd.DataFrame | None, truth: pd.DataFrame) -> pd.DataFrame:
-    """NME (%) of each model against the demo truth per difficulty level, over the WFLW-98 points the model defines
-    and every frame it labelled; the consensus (annotations, valid frames) is added as model ``consensus``."""
-    gt_rows = truth[truth.has_truth][["video_id", "frame", "difficulty", "landmarks"]]
+# ------------------------------------------------------------------------------------- people's corrections
+
+
+def human_points(annotations: pd.DataFrame | None) -> pd.DataFrame:
+    """The frames a person corrected (``label_source == "human"``): ``video_id, frame, landmarks`` (the person's
+    points, taken verbatim from ``corrections/`` by the annotate stage). Empty for annotations without the column."""
+    if annotations is None or "label_source" not in annotations:
+        return pd.DataFrame(columns=["video_id", "frame", "landmarks"])
+    human = annotations[annotations.label_source == "human"]
+    return human[["video_id", "frame", "landmarks"]].reset_index(drop=True)
+
+
+#: Per video: its labels before correction and its landmark rows.
+PreCorrection = dict[str, tuple[VideoLabels, pa.Table]]
+
+
+def pre_correction_labels(manifests: Path, videos: list[str], score: ScoreParams) -> PreCorrection:
+    """Per video: the consensus labels the run made before any correction (:func:`pipeline.uncertainty.video_labels`
+    on the landmarks and faces manifests, as the annotate stage computes them) and the video's landmark rows."""
+    wanted = [("video_id", "in", videos)]
+    lm = pq.read_table(manifests / "landmarks.parquet", filters=wanted)
+    faces = pq.read_table(manifests / "faces.parquet", filters=wanted)
+    lm_by, faces_by = rows_by_video(lm), rows_by_video(faces)
+    return {v: (video_labels(lm_by[v], score, faces_by.get(v)), lm_by[v]) for v in videos if v in lm_by}
+
+
+def correction_nme(human: pd.DataFrame, labels: PreCorrection, levels: dict[str, int]) -> pd.DataFrame:
+    """NME (% of the person's inter-ocular distance, outer eye corners 60/72) against people's points, on the
+    corrected frames, of each model (the WFLW-98 points it defines, the frames it labelled) and of the consensus
+    before correction (``consensus``: the label as smoothed; ``consensus_raw``: before smoothing), grouped by demo
+    difficulty level, or by video where a video has no level (not a demo clip).
+
+    Args:
+        human: ``video_id, frame, landmarks`` (:func:`human_points`).
+        labels: per video, its pre-correction :class:`~pipeline.uncertainty.VideoLabels` and landmark rows.
+        levels: demo video id → difficulty level.
+
+    Returns columns ``level`` (null for a video without one), ``video_id`` (null where grouped by level),
+    ``model, family, frames, nme``; consensus rows first, then models in the order they appear.
+    """
+    columns = ["level", "video_id", "model", "family", "frames", "nme"]
     parts = []
-    merged = landmarks.merge(gt_rows, on=["video_id", "frame"], suffixes=("", "_gt"))
-    if not merged.empty:
-        pred = np.stack([np.stack(p) for p in merged.wflw98]).astype(np.float64)
-        gt = np.stack([np.stack(p) for p in merged.landmarks]).astype(np.float64)
-        mask = np.stack([np.asarray(m, bool) for m in merged["mask"]])
-        parts.append(merged[["model", "family", "difficulty"]].assign(nme=_nme(pred, gt, mask)))
-    if annotations is not None and not annotations.empty:
-        ann = annotations[valid_flags(annotations)]
-        merged = ann.merge(gt_rows, on=["video_id", "frame"], suffixes=("", "_gt"))
+    for vid, rows in human.groupby("video_id", sort=True):
+        if vid not in labels:
+            continue
+        lab, lm = labels[vid]
+        level = levels.get(vid)
+        group = {"level": level, "video_id": None if level is not None else vid}
+        person = _stack(rows.landmarks)
+        pos = {int(f): i for i, f in enumerate(lab.frames)}
+        have = np.array([int(f) in pos for f in rows.frame])
+        idx = np.array([pos[int(f)] for f in rows.frame[have]], dtype=np.int64)
+        for name, points in (("consensus", lab.points), ("consensus_raw", lab.raw)):
+            pred = points[idx].astype(np.float64)
+            ok = np.isfinite(pred).all(axis=(1, 2))
+            if ok.any():
+                parts.append(pd.DataFrame({**group, "model": name, "family": "consensus",
+                                           "nme": _nme(pred[ok], person[have][ok])}))
+        model_rows = lm.select(["frame", "model", "family", "wflw98", "mask"]).to_pandas()
+        merged = model_rows.merge(rows.assign(frame=rows.frame.astype("int64")), on="frame")
         if not merged.empty:
-            pred = np.stack([np.stack(p) for p in merged.landmarks]).astype(np.float64)
-            gt = np.stack([np.stack(p) for p in merged.landmarks_gt]).astype(np.float64)
-            parts.append(pd.DataFrame({"model": "consensus", "family": "consensus",
-                                       "difficulty": merged.difficulty.to_numpy(), "nme": _nme(pred, gt)}))
+            mask = np.stack([np.asarray(m, bool) for m in merged["mask"]])
+            parts.append(merged[["model", "family"]].assign(
+                **group, nme=_nme(_stack(merged.wflw98), _stack(merged.landmarks), mask)))
     if not parts:
-        return pd.DataFrame(columns=["model", "family", "difficulty", "frames", "nme"])
-    rows = pd.concat(parts, ignore_index=True)
-    return (rows.groupby(["model", "family", "difficulty"], sort=False)
-            .agg(frames=("nme", "size"), nme=("nme", "mean")).reset_index())
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(parts, ignore_index=True)
+    table["level"] = table.level.astype("Int64")
+    out = (table.groupby(["level", "video_id", "model", "family"], sort=False, dropna=False)
+           .agg(frames=("nme", "size"), nme=("nme", "mean")).reset_index())
+    out["order"] = ~out.family.eq("consensus")
+    out = out.sort_values(["level", "video_id", "order"], kind="stable", na_position="last")
+    return out[columns].reset_index(drop=True)
+
+
+def run_corrections(inputs: ReportInputs, score: ScoreParams) -> pd.DataFrame | None:
+    """:func:`correction_nme` of a run: people's points from the annotations (the corrections the annotate stage
+    merged), the labels before correction from the landmarks and faces manifests, levels from the demo's
+    ``truth.parquet`` where there is one. ``None`` where the run has no annotations or no landmarks/faces manifest;
+    an empty table where no frame was corrected."""
+    m = inputs.manifests
+    path = m / "annotations.parquet"
+    if not path.is_file():
+        return None
+    annotations = None
+    if "label_source" in pq.read_schema(path).names:  # older writers: no label source, no corrections
+        annotations = pq.read_table(path, columns=["video_id", "frame", "landmarks", "label_source"],
+                                    filters=[("label_source", "=", "human")]).to_pandas()
+    human = human_points(annotations)
+    if human.empty:
+        return correction_nme(human, {}, {})
+    if not ((m / "landmarks.parquet").is_file() and (m / "faces.parquet").is_file()):
+        return None
+    levels: dict[str, int] = {}
+    if inputs.demo_truth is not None and inputs.demo_truth.is_file():
+        demo = pd.read_parquet(inputs.demo_truth, columns=["video_id", "difficulty"])
+        levels = {str(k): int(v) for k, v in demo.groupby("video_id").difficulty.first().items()}
+    labels = pre_correction_labels(m, sorted(set(human.video_id)), score)
+    return correction_nme(human, labels, levels)
 
 
 def _ldeq_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,9 +239,11 @@ def _ldeq_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
             for m, v in methods.items()]
 
 
-def run_summary(inputs: ReportInputs) -> dict[str, Any]:
+def run_summary(inputs: ReportInputs, score: ScoreParams | None = None) -> dict[str, Any]:
     """The headline numbers of a run, each ``None`` where its inputs are missing: status counts per stage, subset
-    sizes, label quality on the demo truth, and LDEQ's video NME/NMF per subset and method."""
+    sizes, the labels' NME against people's corrections (needs ``score``, the consensus parameters: the labels
+    before correction are recomputed), their distance to the demo's model reference, and LDEQ's video NME/NMF per
+    subset and method."""
     status: dict[str, dict[str, int]] = {}
     for stage, name in STAGE_MANIFESTS:
         df = _read(inputs.manifests / f"{name}.parquet", ["video_id", "status"])
@@ -124,26 +255,45 @@ def run_summary(inputs: ReportInputs) -> dict[str, Any]:
         ok = scores[scores.status == "ok"]
         subsets = {"hard": int((ok.subset == "hard").sum()), "easy": int((ok.subset == "easy").sum()),
                    "between": int(ok.subset.isna().sum()), "scored": len(ok)}
-    quality = None
-    truth_path = inputs.demo_truth
+    reference = None
+    demo_path = inputs.demo_truth
     ann_path = inputs.manifests / "annotations.parquet"
-    if truth_path is not None and truth_path.is_file() and ann_path.is_file():
-        ann = pd.read_parquet(ann_path)
-        quality = label_quality(ann, pd.read_parquet(truth_path)).to_dict("records")
+    if demo_path is not None and demo_path.is_file() and ann_path.is_file():
+        ann = pd.read_parquet(ann_path, columns=[c for c in ("video_id", "frame", "landmarks", "valid")
+                                                 if c in pq.read_schema(ann_path).names])
+        reference = label_reference_distance(ann, pd.read_parquet(demo_path)).to_dict("records")
+    corrections = None
+    if score is not None:
+        table = run_corrections(inputs, score)
+        corrections = None if table is None else _records(table)
     labels = None  # frames by label source: a person's (human), carried from corrections (propagated), pseudo
     if ann_path.is_file() and "label_source" in pq.read_schema(ann_path).names:
         sources = pd.read_parquet(ann_path, columns=["label_source"]).label_source.fillna("pseudo")
         labels = {k: int((sources == k).sum()) for k in ("human", "propagated", "pseudo")}
     metrics = inputs.metrics / "evaluate.json"
     ldeq = _ldeq_rows(json.loads(metrics.read_text())) if metrics.is_file() else None
-    return {"status": status, "subsets": subsets, "label_quality": quality, "labels": labels, "ldeq": ldeq}
+    return {"status": status, "subsets": subsets, "corrections": corrections, "label_reference_distance": reference,
+            "labels": labels, "ldeq": ldeq}
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain JSON values: pandas' missing values (``pd.NA``, ``None``) become ``None``."""
+    return [{k: None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
+            for row in table.astype(object).to_dict("records")]
+
+
+def _correction_group(row: dict[str, Any]) -> str:
+    """``level<k>`` for a demo clip, else ``video/<video id>`` (ids are safe file names: pipeline.sources)."""
+    return f"level{int(row['level'])}" if row["level"] is not None else f"video/{Path(str(row['video_id'])).name}"
 
 
 def write_run_metrics(summary: dict[str, Any], directory: Path) -> list[Path]:
     """The run's DVC metrics from :func:`run_summary`, a few keys per file (DVC shows every metrics file as a row of
     one table whose columns are the union of their keys): ``status/<stage>/<status>.json`` and
-    ``subsets/<hard|easy>.json`` = ``{"videos"}``, ``labels/level<k>.json`` = ``{"nme", "frames"}`` (label NME % on
-    the demo truth). Earlier ``*.json`` under ``directory`` are removed first, so no stale status survives a rerun."""
+    ``subsets/<hard|easy>.json`` = ``{"videos"}``; ``corrections/<level<k>|video/<id>>/<model>.json`` = ``{"nme",
+    "frames"}`` (NME % against people's corrected points, labels before correction); ``labels/level<k>.json`` =
+    ``{"reference_distance", "frames"}`` (the consensus's distance % to the demo's model reference: model output,
+    not truth). Earlier ``*.json`` under ``directory`` are removed first, so no stale file survives a rerun."""
     for stale in directory.rglob("*.json"):
         stale.unlink()
     files: dict[Path, dict[str, Any]] = {}
@@ -152,9 +302,12 @@ def write_run_metrics(summary: dict[str, Any], directory: Path) -> list[Path]:
     for subset in ("hard", "easy"):
         if summary["subsets"]:
             files[directory / "subsets" / f"{subset}.json"] = {"videos": summary["subsets"][subset]}
-    for row in summary["label_quality"] or []:
+    for row in summary.get("corrections") or []:
+        files[directory / "corrections" / _correction_group(row) / f"{Path(row['model']).name}.json"] = {
+            "nme": float(row["nme"]), "frames": int(row["frames"])}
+    for row in summary["label_reference_distance"] or []:
         files[directory / "labels" / f"level{int(row['difficulty'])}.json"] = {
-            "nme": float(row["label_nme"]), "frames": int(row["frames"])}
+            "reference_distance": float(row["reference_distance"]), "frames": int(row["frames"])}
     for path, values in files.items():
         write_json(path, values)
     return list(files)
@@ -174,11 +327,13 @@ def summary_lines(summary: dict[str, Any], report: Path | None = None) -> list[s
     s = summary["subsets"]
     lines.append(f"subsets: {s['hard']} hard, {s['easy']} easy, {s['between']} in between (of {s['scored']} scored)"
                  if s else "subsets: no scores yet")
-    if summary["label_quality"]:
-        levels = ", ".join(f"level {int(r['difficulty'])} {r['label_nme']:.2f}" for r in summary["label_quality"])
-        lines.append(f"label NME % on the demo truth (valid frames): {levels}")
+    lines += _correction_lines(summary.get("corrections"))
+    if summary["label_reference_distance"]:
+        levels = ", ".join(f"L{int(r['difficulty'])} {r['reference_distance']:.2f}"
+                           for r in summary["label_reference_distance"])
+        lines.append(f"label distance % to the demo's model reference (model output, not truth): {levels}")
     else:
-        lines.append("label quality: no demo truth or no annotations")
+        lines.append("label distance to the demo's model reference: no demo or no annotations")
     if summary.get("labels"):
         n = summary["labels"]
         lines.append(f"labels: {n['human']} human, {n['propagated']} propagated, {n['pseudo']} pseudo frames "
@@ -197,6 +352,23 @@ def summary_lines(summary: dict[str, Any], report: Path | None = None) -> list[s
         page = report / "index.html"
         lines.append(f"report: {page}" if page.is_file() else f"report: not built yet ({page} missing)")
     return lines
+
+
+def _correction_lines(rows: list[dict[str, Any]] | None) -> list[str]:
+    """The summary's line on people's corrections: the consensus's NME before correction, per group."""
+    if rows is None:
+        return []
+    consensus = [r for r in rows if r["model"] == "consensus"]
+    if not consensus:
+        return ["labels vs people's corrections: no corrected frame (the run has no landmark truth; "
+                "python -m pipeline.review export|import)"]
+    groups = [f"L{r['level']} {r['nme']:.2f} ({r['frames']} fr)" for r in consensus if r["level"] is not None]
+    others = [r for r in consensus if r["level"] is None]  # not demo clips: pooled, one video each
+    if others:
+        frames = sum(r["frames"] for r in others)
+        pooled = sum(r["nme"] * r["frames"] for r in others) / frames
+        groups.append(f"{'other videos' if groups else 'all'} {pooled:.2f} ({frames} fr, {len(others)} videos)")
+    return [f"consensus NME % vs people's corrections (before correction): {', '.join(groups)}"]
 
 
 def render_one(video_id: str, manifests: Path, out: Path, score: ScoreParams, max_side: int) -> dict[str, Any]:
@@ -274,7 +446,7 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
         summary["missing"].append(str(path))
         return _missing(what, path, hint)
 
-    parts = _status_section(inputs, metrics_out, summary, missing)
+    parts = _status_section(inputs, score, metrics_out, summary, missing)
     scores = _read(m / "scores.parquet")
     ann = _read(m / "annotations.parquet")
     parts += _subsets_section(m, scores, ann, out, made, summary, missing)
@@ -282,6 +454,7 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
         parts += _subset_video_sections(m, scores, out, params, score, cluster, made, summary)
     else:
         parts.append(missing("Renders", m / "scores.parquet", "run the score stage"))
+    parts += _corrections_section(inputs, summary, missing)
     parts += _demo_sections(inputs, scores, ann, out, made, summary, missing)
     parts += _ldeq_sections(inputs, out, made, summary, missing)
     summary["plots"] = made
@@ -290,12 +463,14 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
     return page, summary
 
 
-def _status_section(inputs: ReportInputs, metrics_out: Path | None, summary: dict[str, Any],
+def _status_section(inputs: ReportInputs, score: ScoreParams, metrics_out: Path | None, summary: dict[str, Any],
                     missing: Any) -> list[str]:
-    """Where videos were lost: the videos per stage and status (also written as the run's DVC metrics)."""
-    head = run_summary(inputs)
+    """Where videos were lost: the videos per stage and status (also written, with the headline figures, as the
+    run's DVC metrics)."""
+    head = run_summary(inputs, score)
     write_run_metrics(head, inputs.metrics / "report" if metrics_out is None else metrics_out)
     summary["status"] = [{"stage": stage, **counts} for stage, counts in head["status"].items()]
+    summary["corrections"] = head["corrections"]
     parts = ["<h2>Videos per stage and status</h2>"]
     if summary["status"]:
         parts.append(_table(pd.DataFrame(summary["status"]).set_index("stage").fillna(0).astype(int).reset_index()))
@@ -414,43 +589,82 @@ def _sheet(out: Path, name: str, frame_u: dict[str, np.ndarray], n: int, worst: 
             f'alt="{html.escape(title)}"></a><figcaption>{html.escape(title)}</figcaption></figure>')
 
 
+def _corrections_section(inputs: ReportInputs, summary: dict[str, Any], missing: Any) -> list[str]:
+    """Each model's and the consensus's NME against the frames people corrected, from the labels before correction:
+    the run's only landmark truth."""
+    parts = ["<h2>Labels against people's corrections (the run's landmark truth)</h2>"]
+    rows = summary.get("corrections")
+    if rows is None:
+        return parts + [missing("Corrections", inputs.manifests / "annotations.parquet",
+                                "run the label and annotate stages")]
+    if not rows:
+        return parts + ["<p>No corrected frames: this run has no landmark truth (a review round adds it: "
+                        "<code>python -m pipeline.review export</code>, then <code>import</code>).</p>"]
+    table = pd.DataFrame(rows)
+    table.insert(0, "group", [f"level {r['level']}" if r["level"] is not None else f"video {r['video_id']}"
+                              for r in rows])
+    frames = int(table[table.model == "consensus"].frames.sum())
+
+    def wide(values: str) -> pd.DataFrame:  # one row per model, one column per level (or video)
+        out = table.pivot_table(index=["model", "family"], columns="group", values=values, sort=False)
+        out.columns = list(out.columns)
+        if values == "frames":
+            out = out.astype("Int64")
+        return out.reset_index()
+
+    return parts + [
+        f"<p>{frames} frames a reviewer corrected (Label Studio, <code>corrections/</code>; "
+        "<code>label_source</code> human). NME, % of the person's inter-ocular distance (outer eye corners), of "
+        "each model over the points it defines and of the consensus <em>before</em> the correction "
+        "(<code>consensus</code>: the label as smoothed; <code>consensus_raw</code>: before smoothing), per demo "
+        "level, or per video where a video has no level.</p>",
+        _table(wide("nme")),
+        "<p>Corrected frames per model and group (a model counts where it labelled the frame):</p>",
+        _table(wide("frames"))]
+
+
 def _demo_sections(inputs: ReportInputs, scores: pd.DataFrame | None, ann: pd.DataFrame | None, out: Path,
                    made: dict[str, str], summary: dict[str, Any], missing: Any) -> list[str]:
-    parts = ["<h2>Demo: labels against the known-warp truth</h2>"]
-    truth_path = inputs.demo_truth
-    if truth_path is None or not truth_path.is_file():
-        return parts + [missing("Label quality", truth_path or Path("demo truth"),
-                                "only the embedded demo has a known truth")]
-    truth = pd.read_parquet(truth_path)
+    parts = ["<h2>Demo: labels against the model reference</h2>", f"<p>{html.escape(REFERENCE_NOTE)}</p>"]
+    demo_path = inputs.demo_truth
+    if demo_path is None or not demo_path.is_file():
+        return parts + [missing("Distance to the model reference", demo_path or Path("data/demo/truth.parquet"),
+                                "only the embedded demo has a model reference")]
+    demo = pd.read_parquet(demo_path)
     if scores is not None:
-        levels = truth.groupby("video_id").difficulty.first().rename("difficulty").reset_index()
+        levels = demo.groupby("video_id").difficulty.first().rename("difficulty").reset_index()
         by_level = (scores.merge(levels, on="video_id").groupby("difficulty")
                     .agg(videos=("video_id", "size"), uncertainty=("uncertainty", "mean"),
                          hard=("subset", lambda s: int((s == "hard").sum()))).reset_index())
         summary["uncertainty_by_level"] = by_level.to_dict("records")
         parts += ["<h3>Uncertainty and hard-subset share by difficulty level</h3>", _table(by_level)]
     if ann is not None:
-        quality = label_quality(ann, truth)
-        summary["label_quality"] = quality.to_dict("records")
-        fig = _figure(out, "label_error", plots.label_error_by_level, quality,
-                      "Consensus label NME (%) per demo difficulty level, valid frames", made)
-        parts += ["<h3>Pseudo-label NME (%) per level</h3>", _row(_table(quality), fig)]
+        distance = label_reference_distance(ann, demo)
+        summary["label_reference_distance"] = distance.to_dict("records")
+        fig = _figure(out, "label_reference_distance", plots.label_reference_distance, distance,
+                      "Consensus labels' distance (%) to the model reference per demo level, valid frames "
+                      "(model output, not truth)", made)
+        parts += ["<h3>Consensus distance to the model reference (% inter-ocular) per level</h3>",
+                  _row(_table(distance), fig)]
     else:
-        parts.append(missing("Label quality", inputs.manifests / "annotations.parquet", "run the annotate stage"))
+        parts.append(missing("Distance to the model reference", inputs.manifests / "annotations.parquet",
+                             "run the annotate stage"))
     lm_path = inputs.manifests / "landmarks.parquet"
     if lm_path.is_file():
-        ids = sorted(set(truth.video_id))
+        ids = sorted(set(demo.video_id))
         lm = pq.read_table(lm_path, columns=["video_id", "frame", "model", "family", "wflw98", "mask"],
                            filters=[("video_id", "in", ids)]).to_pandas()
-        per_model = model_quality(lm, ann, truth)
-        summary["model_quality"] = per_model.to_dict("records")
-        fig = _figure(out, "model_error", plots.model_error, per_model,
-                      "Each model's NME (%) per level over the points it defines", made)
-        table = per_model.pivot_table(index=["model", "family"], columns="difficulty", values="nme", sort=False)
+        per_model = model_reference_distance(lm, ann, demo)
+        summary["model_reference_distance"] = per_model.to_dict("records")
+        fig = _figure(out, "model_reference_distance", plots.model_reference_distance, per_model,
+                      "Each model's distance (%) to the model reference per level, over the points it defines", made)
+        table = per_model.pivot_table(index=["model", "family"], columns="difficulty", values="reference_distance",
+                                      sort=False)
         table.columns = [f"level {c}" for c in table.columns]
-        parts += ["<h3>Per-model NME (%) per level</h3>", _row(_table(table.reset_index()), fig)]
+        parts += ["<h3>Per-model distance to the model reference (% inter-ocular) per level</h3>",
+                  _row(_table(table.reset_index()), fig)]
     else:
-        parts.append(missing("Per-model error", lm_path, "run the label stage"))
+        parts.append(missing("Per-model distance to the model reference", lm_path, "run the label stage"))
     return parts
 
 

@@ -1,5 +1,6 @@
 """Stage `report`: one HTML page (and a JSON summary) of the run: failures, subsets with renders and contact sheets,
-label quality, LDEQ results, with their figures."""
+the labels against people's corrections (the run's landmark truth) and against the demo's model reference (model
+output, not truth), LDEQ results, with their figures."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifests", default="manifests")
     parser.add_argument("--metrics", default="metrics")
     parser.add_argument("--plots", default="plots", help="the train and evaluate stages' plot tables (CSV)")
-    parser.add_argument("--demo-truth", default="data/demo/truth.parquet")
+    parser.add_argument("--demo-truth", default="data/demo/truth.parquet",
+                        help="the demo's exact boxes and levels and its landmarks' model reference")
     parser.add_argument("--out", default="report")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

@@ -1,8 +1,9 @@
 """A small project for the review round trip, built the same way every time: a real clip of the astronaut's face
-(scikit-image) panning sideways, its known WFLW-98 points (the demo's reference landmarks carried through the pan),
-three model families that all err by a few pixels (so the consensus is off and a person's correction shows), two
-frames where the families disagree (invalid), the same clip again where the families agree (the easy video), and
-the score and annotate stages run on it.
+(scikit-image) panning sideways, WFLW-98 points that are this test's truth by construction (the demo's model
+reference of the astronaut, carried through the pan: the simulated families err from them and the simulated person
+places them), three model families that all err by a few pixels (so the consensus is off and a person's correction
+shows), two frames where the families disagree (invalid), the same clip again where the families agree (the easy
+video), and the score and annotate stages run on it.
 
 ``tests/fixtures/review/labelstudio_export.json`` is Label Studio's export of tasks made from this project, so the
 video id, frame count and frame size here must not change without re-recording it (``make test-review``).

@@ -114,15 +114,17 @@ def test_annotations_and_official_export(project):
 
 @pytest.mark.chain
 def test_pseudo_labels_follow_the_known_warp(project):
-    """On still-based demo clips the consensus labels sit near the ground truth carried through the warp."""
+    """On still-based demo clips the consensus labels move with the face: they sit near the demo's model reference
+    carried through the warp (model output measured on the clean still, not truth: a check that labels follow the
+    known motion, not of their accuracy)."""
     work, _, _ = project
-    truth = pd.read_parquet(work / "data" / "demo" / "truth.parquet")
-    ann = manifest(work, "annotations").merge(truth[truth.has_truth], on=["video_id", "frame"], suffixes=("", "_gt"))
+    demo = pd.read_parquet(work / "data" / "demo" / "truth.parquet")
+    ann = manifest(work, "annotations").merge(demo[demo.has_truth], on=["video_id", "frame"])
     assert len(ann) > 0
     pred = np.stack([np.stack(p) for p in ann.landmarks])
-    gt = np.stack([np.stack(p) for p in ann.landmarks_gt])
-    iod = np.linalg.norm(gt[:, 60] - gt[:, 72], axis=-1)
-    per_frame = np.linalg.norm(pred - gt, axis=-1).mean(-1) / iod
+    ref = np.stack([np.stack(p) for p in ann.reference_landmarks])
+    iod = np.linalg.norm(ref[:, 60] - ref[:, 72], axis=-1)
+    per_frame = np.linalg.norm(pred - ref, axis=-1).mean(-1) / iod
     assert np.median(per_frame) < 0.15
 
 

@@ -2,12 +2,13 @@
 
 Still-based videos move a real photo under a seeded camera (pan, zoom, rotation, jitter) with lighting change,
 blur, noise and a passing occluder, at difficulty levels 0-3. Because every warp is known, each clip frame has
-ground truth: the face box and reference landmarks (measured once on the clean still by the pseudo-label models and
-stored in ``reference.json``, then carried through the warp). Two scenarios reproduce failures seen on real clips:
-``rolled`` (a clean clip whose head is rolled 20-45° throughout) and ``exit`` (the face leaves the frame for longer
-than the tracker may bridge, then comes back). Videos made from the real 'carphone' sequence get the same
-photometric damage but no geometric ground truth. Two deliberately broken sources (a missing file, a window past the
-end) show that one bad video never stops a run.
+exact geometric truth (the face box, whether the face is visible) and a *model reference* for the landmarks: points
+measured once on the clean still by models (dlib HOG + dlib ERT-68 + MediaPipe mesh, stored in ``reference.json``),
+then carried through the warp. The reference is model output, not truth: two of the label stage's voters made it.
+Two scenarios reproduce failures seen on real clips: ``rolled`` (a clean clip whose head is rolled 20-45°
+throughout) and ``exit`` (the face leaves the frame for longer than the tracker may bridge, then comes back).
+Videos made from the real 'carphone' sequence get the same photometric damage but no geometric truth. Two
+deliberately broken sources (a missing file, a window past the end) show that one bad video never stops a run.
 
 Every step is exact integer or IEEE-exact arithmetic (float paths and rotation matrices are quantised, blur runs on
 uint8, points are moved one IEEE operation at a time rather than by a BLAS product, the carphone frames are upscaled
@@ -84,8 +85,8 @@ def _smooth_path(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _move(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Points (n, 2) through a 2×3 affine, one IEEE operation at a time: ``points @ A.T`` goes through BLAS, whose
-    kernel (FMA or not, summation order) OpenBLAS picks per CPU: another kernel moved a truth landmark by one float32
-    step."""
+    kernel (FMA or not, summation order) OpenBLAS picks per CPU: another kernel moved a reference landmark by one
+    float32 step."""
     x, y = points[:, 0], points[:, 1]
     return np.stack([affine[0, 0] * x + affine[0, 1] * y + affine[0, 2],
                      affine[1, 0] * x + affine[1, 1] * y + affine[1, 2]], axis=1)
@@ -300,7 +301,7 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
                                    "scenario": scenario, "has_truth": boxes is not None}
             if boxes is not None and points is not None:
                 row.update(dict(zip(("x1", "y1", "x2", "y2"), map(float, boxes[start + k]), strict=True)),
-                           landmarks=points[start + k],
+                           reference_landmarks=points[start + k],
                            visible=_visible(boxes[start + k], params.width, params.height))
             truth.append(row)
         log.info("built %s (%d frames, window %d..%d)", video_id, n, start, end)

@@ -8,7 +8,7 @@ from pipeline.export import SPLIT_LISTS, SPLIT_TABLE, export_wflw_v, load_wflw_v
 from pipeline.landmarks.schemes import scheme_map, to_wflw98
 from pipeline.manifest import ManifestError, read_table, write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
-from pipeline.report import label_quality
+from pipeline.report import label_reference_distance
 from pipeline.schemas import schema
 from pipeline.sources import read_id_lists
 from pipeline.uncertainty import select_subsets
@@ -124,15 +124,15 @@ def test_split_lists_in_the_official_format_with_their_uncertainty(tmp_path):
     assert table.disagreement.tolist() == pytest.approx([0.25, 0.2, 0.0])
 
 
-def test_label_quality_per_level():
-    gt = np.zeros((98, 2))
-    gt[72] = [100, 0]
-    ann = pd.DataFrame({"video_id": ["a", "a"], "frame": [0, 1], "landmarks": [list(gt + [5, 0]), list(gt)]})
-    truth = pd.DataFrame({"video_id": ["a", "a"], "frame": [0, 1], "difficulty": [2, 2], "has_truth": [True, True],
-                          "landmarks": [list(gt), list(gt)]})
-    table = label_quality(ann, truth)
+def test_label_reference_distance_per_level():
+    ref = np.zeros((98, 2))
+    ref[72] = [100, 0]
+    ann = pd.DataFrame({"video_id": ["a", "a"], "frame": [0, 1], "landmarks": [list(ref + [5, 0]), list(ref)]})
+    demo = pd.DataFrame({"video_id": ["a", "a"], "frame": [0, 1], "difficulty": [2, 2], "has_truth": [True, True],
+                         "reference_landmarks": [list(ref), list(ref)]})
+    table = label_reference_distance(ann, demo)
     assert table.difficulty.tolist() == [2] and table.frames.tolist() == [2]
-    assert table.label_nme.iloc[0] == pytest.approx((5.0 + 0.0) / 2)  # 5 px / 100 px inter-ocular, ×100, mean
+    assert table.reference_distance.iloc[0] == pytest.approx((5.0 + 0.0) / 2)  # 5 px / 100 px inter-ocular, mean
 
 
 def test_score_and_annotate_stages_end_to_end(tmp_path):

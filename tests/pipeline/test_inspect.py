@@ -97,7 +97,7 @@ def test_run_summary_is_a_few_readable_lines(run, capsys):
     assert "  download  7 ok" in lines and "  score     6 ok, 1 skipped" in lines
     assert "subsets: 2 hard, 2 easy, 2 in between (of 6 scored)" in lines
     assert ("LDEQ hard: NME 6.00 % / NMF 3.00 from scratch; NME 5.50 % / NMF 1.50 with RwR (NMF x0.50)") in lines
-    assert "label quality: no demo truth or no annotations" in lines
+    assert "label distance to the demo's model reference: no demo or no annotations" in lines
     assert lines[-1] == f"report: not built yet ({run / 'report' / 'index.html'} missing)"
 
 

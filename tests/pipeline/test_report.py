@@ -1,5 +1,6 @@
-"""The report: its pictures and links on a small run built here, its notes where inputs are missing, and the page
-itself in headless Chromium (no console errors, every image loads, a screenshot kept under test-artifacts/)."""
+"""The report: its pictures and links on a small run built here (with a corrections file a reviewer might have
+imported), its notes where inputs are missing, and the page itself in headless Chromium (no console errors, every
+image loads, a screenshot kept under test-artifacts/)."""
 
 from __future__ import annotations
 
@@ -24,16 +25,28 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.manifest import write_json, write_rows
+from pipeline.annotations import VideoCorrections, apply_corrections, read_corrections
+from pipeline.manifest import read_table, rows_by_video, write_json, write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
-from pipeline.report import ReportInputs, build_report, model_quality, run_summary, summary_lines
-from pipeline.uncertainty import select_subsets
+from pipeline.report import (
+    REFERENCE_NOTE,
+    ReportInputs,
+    build_report,
+    model_reference_distance,
+    run_corrections,
+    run_summary,
+    summary_lines,
+)
+from pipeline.uncertainty import select_subsets, video_labels
 from pipeline.video import VideoWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 N_FRAMES = 6
 LEVELS = [0, 1, 2, 3, 1, 2]  # demo difficulty of each video
-OFFSETS = {"dlib_68": (2.0, 0.0), "faceapi_68": (0.0, 3.0)}  # each model's constant error in px
+OFFSETS = {"dlib_68": (2.0, 0.0), "faceapi_68": (0.0, 3.0)}  # each model's constant offset from the reference, px
+CONSENSUS_OFFSET = (1.0, 1.0)  # the annotations' consensus, px from the reference
+HUMAN_OFFSET = (1.0, -1.0)  # a reviewer's points, px from the reference (as far from it as the consensus)
+CORRECTED_FRAMES = (1, 4)  # of every hard video
 SCORE = stage_params("score", PROJECT_PARAMS)
 REPORT = stage_params("report", PROJECT_PARAMS, easy_renders=1, render_format="webp", render_max_side=160,
                       sheet_frames=4)
@@ -44,9 +57,11 @@ def shape98(cx: float, cy: float, r: float) -> np.ndarray:
     return np.stack([cx + r * np.cos(t), cy + 0.8 * r * np.sin(t)], axis=1).astype(np.float32)
 
 
-def make_run(root: Path, astronaut: np.ndarray, complete: bool = True) -> ReportInputs:
-    """A small run of 6 videos (+1 failed download): every manifest the report reads, the demo truth, metrics and
-    plot tables. Labels sit at known offsets from the truth, so label errors are known by construction."""
+def make_run(root: Path, astronaut: np.ndarray, complete: bool = True, corrected: bool = True) -> ReportInputs:
+    """A small run of 6 videos (+1 failed download): every manifest the report reads, the demo's truth.parquet,
+    metrics and plot tables. Labels sit at known offsets from the model reference, so distances are known by
+    construction. With ``corrected``, a reviewer's corrections file (frames 1 and 4 of each hard video, points at
+    ``HUMAN_OFFSET``) is merged into the annotations by the annotate stage's own code."""
     m, clips_dir = root / "manifests", root / "clips"
     clips_dir.mkdir(parents=True)
     img = cv2.resize(astronaut, (160, 160), interpolation=cv2.INTER_AREA)
@@ -68,7 +83,7 @@ def make_run(root: Path, astronaut: np.ndarray, complete: bool = True) -> Report
                           "source": "detected", "valid": True, "x1": 45.0, "y1": 35.0, "x2": 115.0, "y2": 115.0})
             truth_rows.append({"video_id": vid, "frame": k, "media": "astronaut", "difficulty": level,
                                "scenario": "camera", "has_truth": True, "visible": True, "x1": 45.0, "y1": 35.0,
-                               "x2": 115.0, "y2": 115.0, "landmarks": truth})
+                               "x2": 115.0, "y2": 115.0, "reference_landmarks": truth})
             for model, family in (("dlib_68", "dlib_ert"), ("faceapi_68", "faceapi_cnn")):
                 pts = truth + np.float32(OFFSETS[model])
                 landmarks.append({"video_id": vid, "frame": k, "model": model, "family": family, "scheme": "wflw98",
@@ -89,12 +104,23 @@ def make_run(root: Path, astronaut: np.ndarray, complete: bool = True) -> Report
     write_rows(score_rows, "scores", m / "scores.parquet")
     if not complete:
         return ReportInputs(m, root / "metrics", root / "plots", root / "truth.parquet")
-    consensus = truth + np.float32([1.0, 1.0])
+    consensus = truth + np.float32(CONSENSUS_OFFSET)
     selected = {r["video_id"]: r["subset"] for r in score_rows if r["subset"]}
-    write_rows([{"video_id": v, "frame": k, "subset": s, "x1": 45.0, "y1": 35.0, "x2": 115.0, "y2": 115.0,
-                 "landmarks": consensus, "n_models": 2, "valid": True, "disagreement": 0.1}
-                for v, s in sorted(selected.items()) for k in range(N_FRAMES)], "annotations",
-               m / "annotations.parquet")
+    if corrected:
+        write_rows([{"video_id": v, "frame": k, "landmarks": truth + np.float32(HUMAN_OFFSET), "width": 160,
+                     "height": 160, "annotator": "reviewer@example.org", "annotated_at": "2026-01-02T10:00:00Z",
+                     "export_file": "project-1.json"} for v, s in sorted(selected.items()) if s == "hard"
+                    for k in CORRECTED_FRAMES], "corrections", root / "corrections" / "project-1.parquet")
+    fixes = read_corrections(root / "corrections")
+    annotations = []
+    for v, s in sorted(selected.items()):
+        frames, ones = np.arange(N_FRAMES), np.ones(N_FRAMES, bool)
+        points, valid, source = apply_corrections(v, frames, np.repeat(consensus[None], N_FRAMES, 0), ones, ones,
+                                                  VideoCorrections(fixes.get(v, {}), 30))
+        annotations += [{"video_id": v, "frame": k, "subset": s, "x1": 45.0, "y1": 35.0, "x2": 115.0, "y2": 115.0,
+                         "landmarks": points[k], "landmarks_raw": consensus, "n_models": 2, "valid": bool(valid[k]),
+                         "disagreement": 0.1, "label_source": source[k]} for k in range(N_FRAMES)]
+    write_rows(annotations, "annotations", m / "annotations.parquet")
     write_rows(truth_rows, "demo_truth", root / "truth.parquet")
     method = {"nme": 5.0, "nmf": 2.0, "nmf_vs_none": 1.0, "nme_vs_none": 1.0}
     rwr = {"nme": 4.9, "nmf": 1.2, "nmf_vs_none": 0.6, "nme_vs_none": 0.98}
@@ -145,8 +171,8 @@ def test_report_has_every_picture_and_every_link_resolves(stage_report):
     summary = json.loads((out / "summary.json").read_text())
     refs = local_refs(page)
     assert refs and all((out / r).is_file() for r in refs), [r for r in refs if not (out / r).is_file()]
-    assert set(summary["plots"]) == {"uncertainty", "label_error", "model_error", "ced", "nmf_per_video",
-                                     "train_loss", "sheet_hard_worst", "sheet_easy_best"}
+    assert set(summary["plots"]) == {"uncertainty", "label_reference_distance", "model_reference_distance", "ced",
+                                     "nmf_per_video", "train_loss", "sheet_hard_worst", "sheet_easy_best"}
     for rel in summary["plots"].values():
         assert f'src="{rel}"' in page
         assert cv2.imread(str(out / rel)).std() > 5  # a drawn picture, not a blank canvas
@@ -213,7 +239,8 @@ def test_ldeq_constants_and_cost_are_tables_and_a_repeated_method_says_why(stage
 
 
 def test_run_metrics_are_a_few_keys_per_file(stage_report):
-    """The report stage's DVC metrics: counts per stage and status, subset sizes, label NME per demo level."""
+    """The report stage's DVC metrics: counts per stage and status, subset sizes, NME against people's corrections
+    per demo level and model, the labels' distance to the model reference per demo level."""
     inputs, _ = stage_report
     root = inputs.metrics / "report"
     files = {str(f.relative_to(root)): json.loads(f.read_text()) for f in root.rglob("*.json")}
@@ -226,40 +253,110 @@ def test_run_metrics_are_a_few_keys_per_file(stage_report):
     selected = set(scores.video_id[scores.subset.notna()])
     assert sorted(labels) == [f"labels/level{lvl}.json" for lvl in sorted({lvl for v, lvl in enumerate(LEVELS)
                                                                            if f"vid{v}" in selected})]
-    assert all(set(v) == {"nme", "frames"} for v in labels.values())
+    assert all(set(v) == {"reference_distance", "frames"} for v in labels.values())
+    corrections = {k: v for k, v in files.items() if k.startswith("corrections/")}
+    hard_levels = sorted({LEVELS[int(v[3:])] for v in scores.video_id[scores.subset == "hard"]})
+    assert sorted(corrections) == [f"corrections/level{lvl}/{model}.json" for lvl in hard_levels
+                                   for model in sorted(["consensus", "consensus_raw", *OFFSETS])]
+    assert all(set(v) == {"nme", "frames"} and v["frames"] == len(CORRECTED_FRAMES) for v in corrections.values())
     assert all(len(v) <= 2 for v in files.values())
 
 
-def test_label_and_model_errors_match_the_known_offsets(stage_report):
+def test_distances_to_the_model_reference_match_the_known_offsets(stage_report):
     inputs, out = stage_report
     summary = json.loads((out / "summary.json").read_text())
-    truth = pd.read_parquet(inputs.demo_truth)
-    gt = np.stack(truth.landmarks.iloc[0])
-    iod = float(np.linalg.norm(gt[60] - gt[72]))
+    demo = pd.read_parquet(inputs.demo_truth)
+    ref = np.stack(demo.reference_landmarks.iloc[0])
+    iod = float(np.linalg.norm(ref[60] - ref[72]))
     selected = set(pd.read_parquet(inputs.manifests / "annotations.parquet").video_id)
     levels = sorted({lvl for v, lvl in enumerate(LEVELS) if f"vid{v}" in selected})
-    quality = {r["difficulty"]: r for r in summary["label_quality"]}
-    assert sorted(quality) == levels
-    assert all(np.isclose(r["label_nme"], 100 * np.sqrt(2) / iod, rtol=1e-4) for r in quality.values())
-    per_model = pd.DataFrame(summary["model_quality"])
+    distance = {r["difficulty"]: r for r in summary["label_reference_distance"]}
+    assert sorted(distance) == levels
+    # consensus and the corrected (and propagated) frames alike lie sqrt(2) px from the reference
+    assert all(np.isclose(r["reference_distance"], 100 * np.sqrt(2) / iod, rtol=1e-4) for r in distance.values())
+    per_model = pd.DataFrame(summary["model_reference_distance"])
     for model, (dx, dy) in OFFSETS.items():
         rows = per_model[per_model.model == model]
         assert sorted(rows.difficulty) == sorted(set(LEVELS))
-        assert np.allclose(rows.nme, 100 * np.hypot(dx, dy) / iod, rtol=1e-4)
+        assert np.allclose(rows.reference_distance, 100 * np.hypot(dx, dy) / iod, rtol=1e-4)
     assert set(per_model.model) == {*OFFSETS, "consensus"}
+    page = html.unescape((out / "index.html").read_text())
+    assert "<h2>Demo: labels against the model reference</h2>" in page and REFERENCE_NOTE in page
+    section = page.split("<h2>Demo: labels against the model reference</h2>")[1].split("<h2>")[0]
+    assert "truth" not in section.replace("not truth", "")  # nothing measured against the reference is called truth
 
 
-def test_model_quality_counts_only_the_points_a_model_defines():
+def pre_correction_consensus(inputs: ReportInputs, video_id: str) -> np.ndarray:
+    """The consensus the label stage's manifests give a video before any correction (the annotate stage's function,
+    run here on the run's manifests)."""
+    lm = rows_by_video(read_table(inputs.manifests / "landmarks.parquet", "landmarks"))[video_id]
+    faces = rows_by_video(read_table(inputs.manifests / "faces.parquet", "faces"))[video_id]
+    return video_labels(lm, SCORE, faces).points
+
+
+def test_labels_against_peoples_corrections_per_level_and_model(stage_report):
+    """The corrected frames are truth: each model's NME against the person's points is its offset from them; the
+    consensus is judged before the correction (after it, it would be the person's points, NME 0)."""
+    inputs, out = stage_report
+    summary = json.loads((out / "summary.json").read_text())
+    rows = pd.DataFrame(summary["corrections"])
+    scores = pd.read_parquet(inputs.manifests / "scores.parquet")
+    hard = sorted(scores.video_id[scores.subset == "hard"])
+    level_of = {f"vid{v}": lvl for v, lvl in enumerate(LEVELS)}
+    assert sorted(set(rows.level)) == sorted({level_of[v] for v in hard}) and rows.video_id.isna().all()
+    assert (rows.frames == len(CORRECTED_FRAMES)).all()
+    ref = shape98(80, 70, 25)
+    iod = float(np.linalg.norm(ref[60] - ref[72]))  # the person's points are the reference shifted: same distance
+    for model, offset in OFFSETS.items():
+        got = rows[rows.model == model].nme.to_numpy()
+        assert np.allclose(got, 100 * np.hypot(*np.subtract(offset, HUMAN_OFFSET)) / iod, rtol=1e-4)
+    person = ref + np.float32(HUMAN_OFFSET)
+    for vid in hard:
+        before = pre_correction_consensus(inputs, vid)[list(CORRECTED_FRAMES)]
+        expected = 100 * np.linalg.norm(before - person, axis=-1).mean() / iod
+        got = rows[(rows.model == "consensus") & (rows.level == level_of[vid])].nme.item()
+        assert got > 1 and np.isclose(got, expected, rtol=1e-4)
+    assert list(rows.model[:2]) == ["consensus", "consensus_raw"]  # the consensus first in each group
+    page = html.unescape((out / "index.html").read_text())
+    assert "<h2>Labels against people's corrections (the run's landmark truth)</h2>" in page
+    table = next(t for t in page_tables(page) if t[0][:2] == ["model", "family"] and
+                 any(c.startswith("level") for c in t[0]) and any(r[0] == "consensus_raw" for r in t))
+    assert table[0] == ["model", "family", *[f"level {level_of[v]}" for v in sorted(hard, key=level_of.get)]]
+    # where a video has no demo level (not a demo clip), one group per video
+    per_video = run_corrections(ReportInputs(inputs.manifests, inputs.metrics, inputs.plots, None), SCORE)
+    assert per_video is not None and per_video.level.isna().all()
+    assert sorted(set(per_video.video_id)) == hard
+    lines = summary_lines(run_summary(inputs, SCORE))
+    consensus = rows[rows.model == "consensus"].sort_values("level")
+    assert ("consensus NME % vs people's corrections (before correction): " + ", ".join(
+        f"L{r.level} {r.nme:.2f} ({r.frames} fr)" for r in consensus.itertuples())) in lines
+
+
+def test_a_run_without_corrections_says_so_in_one_line(tmp_path, astronaut):
+    inputs = make_run(tmp_path, astronaut, corrected=False)
+    head = run_summary(inputs, SCORE)
+    assert head["corrections"] == []
+    assert ("labels vs people's corrections: no corrected frame (the run has no landmark truth; python -m "
+            "pipeline.review export|import)") in summary_lines(head)
+    page, summary = build_report(inputs, tmp_path / "report", REPORT, SCORE, metrics_out=tmp_path / "m")
+    section = page.split("<h2>Labels against people's corrections (the run's landmark truth)</h2>")[1]
+    assert section.startswith("<p>No corrected frames: this run has no landmark truth")
+    assert section.index("<h2>") < section.index("</p>") + 5  # one line, then the next section
+    assert not (tmp_path / "m" / "corrections").exists()
+
+
+def test_model_reference_distance_counts_only_the_points_a_model_defines():
     gt = shape98(80, 70, 25)
     pred = gt.copy()
     pred[50:] += 10  # wrong only where the mask says the model defines nothing
     mask = np.arange(98) < 50
     lm = pd.DataFrame({"video_id": ["a"], "frame": [0], "model": ["m"], "family": ["f"], "wflw98": [pred],
                        "mask": [mask]})
-    truth = pd.DataFrame({"video_id": ["a"], "frame": [0], "difficulty": [2], "has_truth": [True],
-                          "landmarks": [gt]})
-    result = model_quality(lm, None, truth)
-    assert result.to_dict("records") == [{"model": "m", "family": "f", "difficulty": 2, "frames": 1, "nme": 0.0}]
+    demo = pd.DataFrame({"video_id": ["a"], "frame": [0], "difficulty": [2], "has_truth": [True],
+                         "reference_landmarks": [gt]})
+    result = model_reference_distance(lm, None, demo)
+    assert result.to_dict("records") == [{"model": "m", "family": "f", "difficulty": 2, "frames": 1,
+                                          "reference_distance": 0.0}]
 
 
 def test_report_says_what_is_missing_instead_of_failing(tmp_path, astronaut):
