@@ -1,4 +1,11 @@
-"""Pseudo-label quality on the demo truth: every model, the consensus rules, validity, the video score, flicker, speed.
+"""Pseudo-labels against the demo's model reference: every model, the consensus rules, validity, the video score,
+flicker, speed.
+
+The demo's landmark reference (``reference_landmarks`` of ``data/demo/truth.parquet``) is model output, not truth:
+dlib ERT-68 + MediaPipe mesh on a dlib HOG box, measured once on each clean still (``pipeline/demo/reference.py``)
+and carried through the known warp. Every figure here against it is a *distance to the model reference*: agreement
+with two of the voters, never accuracy. The demo's boxes are exact (``--truth-boxes`` uses them). The only landmark
+truth is people's corrections (``benchmarks/corrections_quality.py``).
 
 Steps (each reads what the previous one cached under ``.cache/label_quality/``):
 
@@ -11,10 +18,11 @@ Steps (each reads what the previous one cached under ``.cache/label_quality/``):
   ``--truth-boxes`` adds a run on the truth boxes (isolates tracking);
 * ``--fit``: measure the consensus model on the *fit half* of the demo (identities in sorted order, alternately:
   astronaut, t1face1, t1face3, t1face5) from the run ``--fit-on`` and write ``pipeline/landmarks/weights.json``:
-  per-family offsets from the annotation-trained families (no truth used), per-family per-region weights from the
-  truth;
+  per-family offsets from the annotation-trained families (no reference used), per-family per-region weights
+  against the other families' consensus (``--fit-reference agreement``, the default) or, circularly, against the
+  model reference (``reference``: it rewards agreeing with dlib and the mesh; kept only to show that bias);
 * always: the tables, for the fit half, the held-out half (t1face0, t1face2, t1face4) and all, each also as
-  *agreement between independent families* (no truth: a model against the robust consensus of the other families;
+  *agreement between independent families* (no reference: a model against the robust consensus of the other families;
   the consensus as the mean over the full families of its error when that family is left out and then used as
   the reference);
 * ``--timing``: per-model ms per face and the label stage's per-frame time on demo frames (one thread), for the
@@ -22,9 +30,9 @@ Steps (each reads what the previous one cached under ``.cache/label_quality/``):
 
     python benchmarks/label_quality.py --collect --fit --timing --out benchmarks/results/label_quality.json
 
-The demo truth was itself made by the dlib-68 + MediaPipe-mesh-v2 family mean on clean stills: it favours those two
-models and carries half of the mesh's jaw offset. Offsets are therefore measured without it, and every comparison
-is also given as agreement between independent families.
+The model reference is the dlib-68 + MediaPipe-mesh family mean on clean stills: it favours those two models and
+carries half of the mesh's jaw offset. Offsets are therefore measured without it, and every comparison is also given
+as agreement between independent families.
 """
 
 from __future__ import annotations
@@ -75,7 +83,7 @@ BEFORE = (["dlib_68", "mediapipe_mesh_v2", "faceapi_68", "retinaface_5", "center
 
 
 def split_of(media: str) -> str:
-    """``fit`` or ``held_out``: demo identities in sorted order, alternately (carphone has no truth)."""
+    """``fit`` or ``held_out``: demo identities in sorted order, alternately (carphone has no reference)."""
     ids = ["astronaut", "t1face0", "t1face1", "t1face2", "t1face3", "t1face4", "t1face5"]
     return "fit" if ids.index(media) % 2 == 0 else "held_out"
 
@@ -83,7 +91,7 @@ def split_of(media: str) -> str:
 # --------------------------------------------------------------------------------------------------- collection
 
 
-def collect(truth: pd.DataFrame, modes: list[str], truth_boxes: bool, videos: list[str] | None) -> None:
+def collect(demo_rows: pd.DataFrame, modes: list[str], truth_boxes: bool, videos: list[str] | None) -> None:
     """Label the demo clips with every model: the faces stage's boxes once per crop mode (the 5-point models once,
     in the first mode), and the truth boxes (raw clips, crop ``given``) when asked."""
     from pipeline.landmarks.label import label_video
@@ -95,7 +103,7 @@ def collect(truth: pd.DataFrame, modes: list[str], truth_boxes: bool, videos: li
         demo = stage_params("demo", PROJECT_PARAMS)
         n_raw = demo.lead_frames + demo.clip_frames + demo.tail_frames
         rows: list[dict[str, Any]] = []
-        for vid, t in truth.groupby("video_id"):
+        for vid, t in demo_rows.groupby("video_id"):
             ok = t[t.has_truth & t.visible.fillna(False)]
             if ok.empty or (wanted and vid not in wanted):
                 continue
@@ -104,12 +112,12 @@ def collect(truth: pd.DataFrame, modes: list[str], truth_boxes: bool, videos: li
             out = label_video(vid, ROOT / "data" / "demo" / "raw" / f"{vid}.mp4", boxes, MODELS, crop="given")
             print(vid, out["status"]["status"], len(out["rows"]), flush=True)
             for r in out["rows"]:
-                r["frame"] -= demo.lead_frames  # raw frame → clip (truth) frame
+                r["frame"] -= demo.lead_frames  # raw frame → clip frame
             rows += out["rows"]
         write_rows(rows, "landmarks", CACHE / "truthbox.parquet")
     faces_path = ROOT / "manifests" / "faces.parquet"
     clips = {c["video_id"]: c["path"] for c in read_table(ROOT / "manifests" / "clips.parquet", "clips").to_pylist()}
-    with_truth = set(truth[truth.has_truth].video_id)
+    with_truth = set(demo_rows[demo_rows.has_truth].video_id)
     pa.parquet.write_table(read_table(faces_path, "faces"), CACHE / "faces.parquet")
     given = CACHE / "facebox_given.parquet"
     five = [r for r in read_table(given, "landmarks").to_pylist() if r["model"] in FIVE_MODELS] \
@@ -138,35 +146,38 @@ def collect(truth: pd.DataFrame, modes: list[str], truth_boxes: bool, videos: li
 # ---------------------------------------------------------------------------------------------------- the data
 
 
-def load_videos(cache: Path, truth: pd.DataFrame, faces: Path | None = None) -> list[dict[str, Any]]:
-    """Per demo video with truth: its landmark rows, truth (F, 98, 2) on the truth frames, level, scenario, split."""
+def load_videos(cache: Path, demo_rows: pd.DataFrame, faces: Path | None = None) -> list[dict[str, Any]]:
+    """Per still-based demo video: its landmark rows, the model reference (F, 98, 2) on the frames where the face is
+    visible, level, scenario, split."""
     tables = rows_by_video(read_table(cache, "landmarks"))
     face_tables = rows_by_video(read_table(faces, "faces")) if faces else {}
     out = []
-    for vid, t in truth.groupby("video_id"):
+    for vid, t in demo_rows.groupby("video_id"):
         ok = t[t.has_truth & t.visible.fillna(False)]
         if ok.empty or vid not in tables:
             continue
         out.append({"video_id": vid, "rows": tables[vid], "faces": face_tables.get(vid),
-                    "frames": ok.frame.to_numpy(), "truth": np.stack([np.stack(p) for p in ok.landmarks]),
+                    "frames": ok.frame.to_numpy(), "reference": np.stack([np.stack(p) for p in ok.reference_landmarks]),
                     "level": int(ok.difficulty.iloc[0]), "scenario": ok.scenario.iloc[0],
                     "split": split_of(ok.media.iloc[0])})
     return out
 
 
-def nme(pred: np.ndarray, truth: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
-    """Per-frame NME (%, outer-eye-corner distance of the truth) over ``points`` (default: where pred is finite)."""
-    iod = interocular(truth)
-    d = np.linalg.norm(pred - truth, axis=-1)
+def nme(pred: np.ndarray, ref: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """Per-frame normalised mean distance (%, outer-eye-corner distance of ``ref``) over ``points`` (default: where
+    pred is finite). Against the model reference it is a distance to two voters' reading, not an error."""
+    iod = interocular(ref)
+    d = np.linalg.norm(pred - ref, axis=-1)
     if points is not None:
         d = d[:, points]
     return 100 * np.nanmean(d, axis=-1) / iod
 
 
-def flicker(pred: np.ndarray, truth: np.ndarray, frames: np.ndarray, use: np.ndarray) -> float:
-    """Mean frame-to-frame change of the label error (%, inter-ocular) over consecutive used frames."""
-    err = pred - truth
-    iod = interocular(truth)
+def flicker(pred: np.ndarray, ref: np.ndarray, frames: np.ndarray, use: np.ndarray) -> float:
+    """Mean frame-to-frame change of the label's offset from the reference (%, inter-ocular) over consecutive used
+    frames: the reference moves exactly with the known warp, so this is the labels' jitter."""
+    err = pred - ref
+    iod = interocular(ref)
     pair = (np.diff(frames) == 1) & use[1:] & use[:-1]
     if not pair.any():
         return float("nan")
@@ -178,10 +189,10 @@ def flicker(pred: np.ndarray, truth: np.ndarray, frames: np.ndarray, use: np.nda
 
 
 def fit(videos: list[dict[str, Any]], source: str, reference: str) -> dict[str, Any]:
-    """Offsets (truth-free) and weights (per-video mean error removed) on the fit half; the weights file. Weights
-    are measured against the demo truth (``reference`` "truth") or, without it, each family against the robust
-    consensus of the others (``agreement``)."""
-    pts, truths, groups, families = [], [], [], None
+    """Offsets (reference-free) and weights (per-video mean error removed) on the fit half; the weights file.
+    Weights are measured with each family against the robust consensus of the others (``agreement``) or, circularly,
+    against the demo's model reference (``reference``)."""
+    pts, refs, groups, families = [], [], [], None
     for v in videos:
         if v["split"] != "fit":
             continue
@@ -191,18 +202,18 @@ def fit(videos: list[dict[str, Any]], source: str, reference: str) -> dict[str, 
             families = families_v
         order = [families_v.index(f) for f in families]
         pts.append(fp[:, order])
-        truths.append(v["truth"])
+        refs.append(v["reference"])
         groups += [v["video_id"]] * len(v["frames"])
     assert families is not None
     points = np.concatenate(pts)
-    truth = np.concatenate(truths)
+    target = np.concatenate(refs)
     offsets = fit_offsets(points, families, ANCHORS)
     anchor_ref = np.nanmean(points[:, [families.index(f) for f in ANCHORS]], axis=1)
     corrected = apply_offsets(points, families, offsets, anchor_ref)
     if reference == "agreement":
-        truth = leave_one_out(corrected, families, ConsensusModel())  # (F, K, 98, 2): no truth, no prior weights
-    weights = fit_weights(corrected, families, truth, np.array(groups))
-    weights_total = fit_weights(corrected, families, truth)
+        target = leave_one_out(corrected, families, ConsensusModel())  # (F, K, 98, 2): no reference, no prior weights
+    weights = fit_weights(corrected, families, target, np.array(groups))
+    weights_total = fit_weights(corrected, families, target)
     return {
         "regions": list(REGIONS), "default_weight": 1.0,
         "constants": {"point_scale": 0.08, "frame_scale": 0.08, "agree": 0.15},
@@ -212,10 +223,10 @@ def fit(videos: list[dict[str, Any]], source: str, reference: str) -> dict[str, 
         "offsets": {f: np.round(o, 4).tolist() for f, o in offsets.items()},
         "provenance": f"benchmarks/label_quality.py --fit --fit-on {source} --fit-reference {reference}: demo "
                       "videos of astronaut, t1face1, t1face3, t1face5 (fit half); offsets: median face-frame offset "
-                      "of each family from the mean of the anchor families (no truth); weights: 1 / mean squared "
-                      "error against the reference (the demo truth, or for 'agreement' the robust consensus of the "
-                      "other families) per region, each video's mean error removed (scatter under degradation, not "
-                      "the reference's own offset), normalised to 1 per region",
+                      "of each family from the mean of the anchor families (no reference); weights: 1 / mean "
+                      "squared error against the target (for 'agreement' the robust consensus of the other "
+                      "families, for 'reference' the demo's model reference) per region, each video's mean error "
+                      "removed (scatter under degradation, not the target's own offset), normalised to 1 per region",
     }
 
 
@@ -223,7 +234,7 @@ def fit(videos: list[dict[str, Any]], source: str, reference: str) -> dict[str, 
 
 
 def consensus_variants(v: dict[str, Any], cmodel: ConsensusModel, pipeline_models: list[str]) -> dict[str, np.ndarray]:
-    """Per alternative rule, the labels (F, 98, 2) of one video on its truth frames."""
+    """Per alternative rule, the labels (F, 98, 2) of one video on its reference frames."""
     mp, names, fams, _ = model_points(v["rows"], v["frames"])
 
     def fam(models: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -242,7 +253,7 @@ RULES = ["today", "robust dlib+mesh", "median, all", "robust, all"]
 
 def agreement(mp: np.ndarray, names: list[str], fams: list[str], raw: np.ndarray, cmodel: ConsensusModel,
               pipeline_models: list[str]) -> dict[str, np.ndarray]:
-    """Truth-free NME per frame: each model against the robust consensus of the *other* pipeline families, and the
+    """Reference-free NME per frame: each model against the robust consensus of the *other* pipeline families, and the
     consensus as the mean over the full families f of (consensus of the pipeline families but f) against f."""
     fam_pts, fam_names = family_points(mp, fams)
     pipe = {fams[names.index(m)] for m in pipeline_models if m in names}
@@ -266,7 +277,8 @@ def agreement(mp: np.ndarray, names: list[str], fams: list[str], raw: np.ndarray
 def evaluate(videos: list[dict[str, Any]], params: Any, cmodel: ConsensusModel,
              pipeline_models: list[str]) -> dict[str, Any]:
     """Per frame: NME of every model, of the pipeline's consensus (on all points and on each model's points) and of
-    the alternative rules; per video: the score components, the true error and the flicker."""
+    the alternative rules, all as distances to the model reference; per video: the score components, the distance
+    to the reference and the flicker."""
     per_frame: list[dict[str, Any]] = []
     per_video: list[dict[str, Any]] = []
     for v in videos:
@@ -276,36 +288,36 @@ def evaluate(videos: list[dict[str, Any]], params: Any, cmodel: ConsensusModel,
         pos = {int(f): i for i, f in enumerate(labels.frames)}
         idx = np.array([pos.get(int(f), -1) for f in v["frames"]])
         have = idx >= 0
-        frames, truth = v["frames"][have], v["truth"][have]
+        frames, ref = v["frames"][have], v["reference"][have]
         sel = idx[have]
         valid = labels.valid[sel]
         base = {"video_id": v["video_id"], "level": v["level"], "split": v["split"], "scenario": v["scenario"]}
         raw, final = labels.raw[sel], labels.points[sel]
         rec = {**base, "frames": frames, "valid": valid,
-               "consensus": nme(raw, truth), "consensus_68": nme(raw, truth, POINTS68),
-               "smoothed": nme(final, truth), "smoothed_68": nme(final, truth, POINTS68),
-               "consensus_valid": np.where(valid, nme(raw, truth), np.nan)}
+               "consensus": nme(raw, ref), "consensus_68": nme(raw, ref, POINTS68),
+               "smoothed": nme(final, ref), "smoothed_68": nme(final, ref, POINTS68),
+               "consensus_valid": np.where(valid, nme(raw, ref), np.nan)}
         mp, names, fams, _ = model_points(rows, frames)
         for k, name in enumerate(names):
             own = np.flatnonzero(np.isfinite(mp[:, k]).all(-1).any(0))
             labelled = np.isfinite(mp[:, k]).all(-1).any(-1)
-            rec[name] = nme(mp[:, k], truth)
-            rec["cons@" + name] = np.where(labelled, nme(raw, truth, own), np.nan)
+            rec[name] = nme(mp[:, k], ref)
+            rec["cons@" + name] = np.where(labelled, nme(raw, ref, own), np.nan)
             if len(own) >= 68:
-                rec[name + "_68"] = nme(mp[:, k], truth, np.intersect1d(POINTS68, own))
+                rec[name + "_68"] = nme(mp[:, k], ref, np.intersect1d(POINTS68, own))
         for rule, pts in consensus_variants({**v, "frames": frames}, cmodel, pipeline_models).items():
-            rec[rule] = nme(pts, truth)
-            rec[rule + "_68"] = nme(pts, truth, POINTS68)
+            rec[rule] = nme(pts, ref)
+            rec[rule + "_68"] = nme(pts, ref, POINTS68)
         rec.update(agreement(mp, names, fams, raw, cmodel, pipeline_models))
         per_frame.append(rec)
         score = video_score(v["video_id"], labels, params)
         per_video.append({**base, **{k: score[k] for k in ("status", "disagreement", "instability", "confidence",
                                                            "valid_share")},
-                          "uncertainty": score.get("uncertainty"), "true_error": float(np.nanmean(
-                              nme(final, truth)[valid])) if valid.any() else float("nan"),
-                          "flicker_raw": flicker(raw, truth, frames, valid),
-                          "flicker_smoothed": flicker(final, truth, frames, valid),
-                          "nme_raw": float(np.nanmean(nme(raw, truth)[valid])) if valid.any() else float("nan")})
+                          "uncertainty": score.get("uncertainty"), "reference_distance": float(np.nanmean(
+                              nme(final, ref)[valid])) if valid.any() else float("nan"),
+                          "flicker_raw": flicker(raw, ref, frames, valid),
+                          "flicker_smoothed": flicker(final, ref, frames, valid),
+                          "nme_raw": float(np.nanmean(nme(raw, ref)[valid])) if valid.any() else float("nan")})
     return {"per_frame": per_frame, "per_video": per_video}
 
 
@@ -342,17 +354,18 @@ def level_table(per_frame: list[dict[str, Any]], columns: list[str], split: str 
 
 
 def score_summary(per_video: list[dict[str, Any]], n_hard: int) -> dict[str, Any]:
-    """Spearman of the score and of each component with the true error; hard ÷ easy true error."""
-    ok = [r for r in per_video if r["status"] == "ok" and np.isfinite(r["true_error"])]
-    err = np.array([r["true_error"] for r in ok])
+    """Spearman of the score and of each component with the distance to the model reference (not a true error: the
+    reference is two voters' output); hard ÷ easy distance."""
+    ok = [r for r in per_video if r["status"] == "ok" and np.isfinite(r["reference_distance"])]
+    err = np.array([r["reference_distance"] for r in ok])
     out: dict[str, Any] = {"videos": len(ok)}
     for key, sign in (("uncertainty", 1), ("disagreement", 1), ("instability", 1), ("confidence", -1),
                       ("valid_share", -1)):
         vals = np.array([sign * r[key] for r in ok], float)
         out[f"spearman_{key}"] = round(float(spearmanr(vals, err).statistic), 3) if np.isfinite(vals).all() else None
     ranked = select_subsets([dict(r) for r in ok], n_hard)
-    hard = [r["true_error"] for r in ranked if r.get("subset") == "hard"]
-    easy = [r["true_error"] for r in ranked if r.get("subset") == "easy"]
+    hard = [r["reference_distance"] for r in ranked if r.get("subset") == "hard"]
+    easy = [r["reference_distance"] for r in ranked if r.get("subset") == "easy"]
     out.update(n_hard=len(hard), n_easy=len(easy), hard_error=round(float(np.mean(hard)), 3),
                easy_error=round(float(np.mean(easy)), 3), hard_over_easy=round(float(np.mean(hard) / np.mean(easy)), 2),
                hard_levels=sorted(r["level"] for r in ranked if r.get("subset") == "hard"))
@@ -371,7 +384,7 @@ def flicker_table(per_video: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------- timing
 
 
-def timing(truth: pd.DataFrame, pipeline_models: list[str], n_videos: int = 4) -> dict[str, Any]:
+def timing(demo_rows: pd.DataFrame, pipeline_models: list[str], n_videos: int = 4) -> dict[str, Any]:
     """On the faces stage's boxes of one clip per level: each model's ms per face (``predict`` on fully decoded
     frames) with the box as tracked (``given``) and in its label-stage crop mode, and the label stage's ms per frame
     (decode, canvas and rows included; one thread) for the configuration before issue #17 and the pipeline's,
@@ -380,7 +393,7 @@ def timing(truth: pd.DataFrame, pipeline_models: list[str], n_videos: int = 4) -
     from pipeline.video import iter_frames
 
     torch.set_num_threads(1)
-    levels = truth[truth.has_truth].groupby("video_id").difficulty.first()
+    levels = demo_rows[demo_rows.has_truth].groupby("video_id").difficulty.first()
     faces = rows_by_video(read_table(CACHE / "faces.parquet", "faces"))
     clips = {c["video_id"]: c["path"] for c in read_table(ROOT / "manifests" / "clips.parquet", "clips").to_pylist()}
     vids = [next(v for v in sorted(levels.index) if levels[v] == lv and v in faces) for lv in range(4)][:n_videos]
@@ -452,12 +465,13 @@ def report_block(ev: dict[str, Any], params: Any) -> dict[str, Any]:
     block["per_video"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in ev["per_video"]]
     print(markdown(block["per_video"], ["video_id", "level", "status", "uncertainty", "disagreement",
-                                        "instability", "confidence", "valid_share", "true_error"]))
+                                        "instability", "confidence", "valid_share", "reference_distance"]))
     for split in ("held_out", "all"):
-        print(f"\n### {split}: NME % vs the demo truth (all points each supplies)\n")
+        print(f"\n### {split}: distance % to the demo's model reference (model output, not truth; all points each "
+              "supplies)\n")
         print(markdown(block[split]["nme_all_points"], ["level", "frames", "valid_share"] + model_cols + RULES
                        + ["consensus", "smoothed", "consensus_valid"]))
-        print(f"### {split}: agreement NME % (no truth: vs the other families' consensus)\n")
+        print(f"### {split}: agreement NME % (no reference: vs the other families' consensus)\n")
         print(markdown(block[split]["agreement"], ["level"] + agree_cols))
         print(f"### {split}: consensus ÷ model on the model's own points\n")
         print(markdown(block[split]["consensus_over_model_same_points"], ["level"] + model_cols + ["worst"]))
@@ -470,11 +484,12 @@ def main() -> int:
     parser.add_argument("--collect", action="store_true")
     parser.add_argument("--modes", default="given,measured,refined", help="crop modes to collect and compare")
     parser.add_argument("--truth-boxes", action="store_true", help="also collect with the truth boxes")
-    parser.add_argument("--videos", help="comma-separated video ids to collect (default: every clip with truth)")
+    parser.add_argument("--videos", help="comma-separated video ids to collect (default: every still-based clip)")
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--fit-on", default="facebox_label", help="the run the weights are fitted on")
-    parser.add_argument("--fit-reference", choices=["truth", "agreement"], default="truth",
-                        help="weights against the demo truth, or against the other families' consensus (no truth)")
+    parser.add_argument("--fit-reference", choices=["agreement", "reference"], default="agreement",
+                        help="weights against the other families' consensus (default), or against the demo's model "
+                             "reference (circular: it is dlib + mesh output; only to show that bias)")
     parser.add_argument("--weights-before", type=Path,
                         help="weights.json of the labels before this change: adds the 'before' configuration")
     parser.add_argument("--also", action="append", default=[],
@@ -483,13 +498,13 @@ def main() -> int:
     parser.add_argument("--models", help="comma-separated models instead of params label.models (to compare sets)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    truth = pd.read_parquet(ROOT / "data" / "demo" / "truth.parquet")
+    demo_rows = pd.read_parquet(ROOT / "data" / "demo" / "truth.parquet")
     modes = args.modes.split(",")
     if args.collect:
-        collect(truth, modes, args.truth_boxes, args.videos.split(",") if args.videos else None)
+        collect(demo_rows, modes, args.truth_boxes, args.videos.split(",") if args.videos else None)
     faces = CACHE / "faces.parquet"
     if args.fit:
-        payload = fit(load_videos(CACHE / f"{args.fit_on}.parquet", truth, faces), args.fit_on, args.fit_reference)
+        payload = fit(load_videos(CACHE / f"{args.fit_on}.parquet", demo_rows, faces), args.fit_on, args.fit_reference)
         write_json(WEIGHTS_FILE, payload)
         load_consensus_model.cache_clear()
     params = stage_params("score", PROJECT_PARAMS)
@@ -515,10 +530,10 @@ def main() -> int:
         if not cache.is_file():
             continue
         print(f"\n## {label}: {', '.join(models)}\n")
-        ev = evaluate(load_videos(cache, truth, face_rows), params, cm, models)
+        ev = evaluate(load_videos(cache, demo_rows, face_rows), params, cm, models)
         result[label] = {"models": models, **report_block(ev, params)}
     if args.timing:
-        result["timing"] = timing(truth, pipeline_models)
+        result["timing"] = timing(demo_rows, pipeline_models)
         print(json.dumps(result["timing"], indent=1))
     if args.out:
         write_json(args.out, result)

@@ -224,10 +224,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("has_truth", pa.bool_(), nullable=False),
         pa.field("visible", pa.bool_()),
         *BOX,
-        pa.field("landmarks", POINTS),
+        pa.field("reference_landmarks", POINTS),
     ], landmark_scheme="wflw98", scenario="camera | rolled (clean, head rolled 20-45°) | exit (face leaves, returns)",
+        truth="exact, from the known warp: the box x1..y2, visible, has_truth, difficulty, scenario",
         visible="at least half of the true face box lies inside the frame",
-        reference="landmarks measured on the clean still by the pseudo-label ensemble, carried through the known warp"),
+        reference_landmarks="the model reference, model output and not truth: dlib HOG box + dlib ERT-68 + MediaPipe "
+                            "mesh measured once on the clean still (pipeline/demo/reference.py, reference.json), "
+                            "carried through the known warp; two of the label stage's voters made it, so agreeing "
+                            "with it is not accuracy"),
 }
 
 
