@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from pipeline.cluster import imap_videos
 from pipeline.manifest import ManifestError, ManifestWriter, OutputError, atomic_path, write_rows
 from pipeline.params import ClusterParams, ParamsError, load_params
-from pipeline.runcache import CachedVideo, StageCache, link_media, run_job
+from pipeline.runcache import CachedVideo, StageCache, cache_lock, is_fact, link_media, run_job
 from pipeline.schemas import error_status
 
 __all__ = ["stage_parser", "setup_logging", "summarize", "skipped_row", "project_relative", "run_stage",
@@ -165,13 +165,27 @@ def run_cached_stage(stage: str, fn: Callable[..., dict[str, Any]], tasks: list[
                      frames_metadata: Mapping[str, str] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """Run a per-video stage through the run cache; write its manifests; return the status rows.
 
-    Every video whose key has an entry is reused; the others are computed on dask (``fn(item, work_dir=..., **kwargs)``
-    returning ``{"status": row, "rows": per-frame rows}``) and stored as each finishes. The manifests are then
-    assembled from the entries in video order, one video at a time, so they are byte-identical whether a video was
-    computed or reused, and the client's memory does not grow with the dataset.
+    Every video whose key has a whole entry is reused; the others are computed on dask (``fn(item, work_dir=...,
+    **kwargs)`` returning ``{"status": row, "rows": per-frame rows}``) and stored as each finishes, if the result is a
+    fact of the video (:func:`pipeline.runcache.is_fact`). A video that failed for a reason of this run (a model, the
+    file system, memory, a worker whose environment differs) keeps its status row in the manifest and is computed
+    again next run. The manifests are then assembled from the entries in video order, one video at a time, so they
+    are byte-identical whether a video was computed or reused, and the client's memory does not grow with the
+    dataset. The stage holds the cache's lock shared throughout, so prune never removes what it uses, and records
+    which entries built its outputs, so prune keeps them.
+
+    Raises:
+        CacheError: an entry cannot be read or stored for a reason of this run (full disk, EIO…): nothing is written.
     """
-    log = logging.getLogger("stages")
     check_outputs(outputs.paths(), [cache.folder, *([outputs.media_out] if outputs.media_out else [])])
+    with cache_lock(cache.root):
+        return _run_cached_stage(stage, fn, tasks, skipped, cluster, cache, outputs, frames_metadata, **kwargs)
+
+
+def _run_cached_stage(stage: str, fn: Callable[..., dict[str, Any]], tasks: list[VideoTask],
+                      skipped: list[dict[str, Any]], cluster: ClusterParams, cache: StageCache, outputs: StageOutputs,
+                      frames_metadata: Mapping[str, str] | None, **kwargs: Any) -> list[dict[str, Any]]:
+    log = logging.getLogger("stages")
     cleared = cache.clear_abandoned()
     if cleared:
         log.info("%s: removed %d unfinished cache entries of killed runs", stage, cleared)
@@ -217,11 +231,17 @@ def run_cached_stage(stage: str, fn: Callable[..., dict[str, Any]], tasks: list[
     rows = [{**row, **extra} for row in skipped] + [{**row, **extra} for row in statuses.values()]
     rows.sort(key=lambda r: r["video_id"])
     write_rows(project_relative(rows), outputs.status_manifest, outputs.status_out)
+    cache.record_outputs([outputs.status_out, outputs.frames_out], (hit.key for hit in entries.values()))
     write_timings(stage, timings)
     reused = sum(1 for _, was_reused in timings.values() if was_reused)
     summary = summarize(stage, rows, log_it=False)
     log.info("%s (%d reused, %d computed%s)", summary, reused, len(timings) - reused,
              f", {retried} after a lost worker" if retried else "")
+    faults = {vid: row for vid, row in statuses.items() if not is_fact(row)}
+    if faults:
+        first = next(iter(sorted(faults.items())))
+        log.warning("%s: %d video(s) failed for a reason of this run, not of the video (not stored; computed again "
+                    "next run), e.g. %s: %s: %s", stage, len(faults), first[0], first[1]["status"], first[1]["error"])
     return rows
 
 

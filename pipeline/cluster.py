@@ -1,7 +1,9 @@
 """Running per-video work on dask: a LocalCluster by default, or an existing cluster by scheduler address.
 
 Tasks receive small arguments (ids, paths, params) and return small dicts (manifest rows); frames never travel
-through the scheduler. Models are loaded once per worker with :func:`worker_cached`.
+through the scheduler. Models are loaded once per worker thread with :func:`worker_cached`. Workers of an external
+cluster are started with ``python -m pipeline.worker <scheduler>`` (:mod:`pipeline.worker`), which sets them up as
+:func:`dask_client` sets up the LocalCluster's.
 """
 
 from __future__ import annotations
@@ -12,22 +14,24 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import dask
 from dask.distributed import Client, LocalCluster, as_completed, get_worker
 from tqdm import tqdm
 
-from pipeline.kernels import SAME_KERNELS_ENV
+from pipeline.kernels import SAME_KERNELS_ENV, pin_kernels
 from pipeline.manifest import OutputError
 from pipeline.params import ClusterParams
 
-__all__ = ["dask_client", "imap_videos", "map_videos", "worker_cached", "show_progress"]
+__all__ = ["dask_client", "imap_videos", "map_videos", "worker_cached", "show_progress", "worker_spawn_environ",
+           "BATCH_DASK_CONFIG", "batch_dask_config", "SINGLE_THREAD_ENV", "pin_threads"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_LOCAL_CACHE: dict[str, Any] = {}
+_LOCAL_CACHE: dict[tuple[str, int], Any] = {}
 _LOCAL_LOCK = threading.Lock()
+_MISSING = object()
 
 
 #: Every numeric library in a worker runs one thread: results of float reductions depend on how work is split
@@ -77,19 +81,30 @@ def pin_threads() -> None:
     tune_malloc()
 
 
-#: dask settings for the LocalCluster: tasks here are whole videos (seconds to minutes each), so dask's interactive
-#: defaults — a statistical profiler sampling every task thread's stack each 10 ms, an event-loop tick every 20 ms, a
-#: system monitor every 0.5 s — buy nothing and cost about a tenth of a core per worker plus the scheduler's, which
-#: on a machine with one worker per core comes out of the tasks (``benchmarks/scaling.py``). Workers of an external
-#: cluster keep their own configuration (``benchmarks/README.md`` shows how to start them the same way).
+#: dask settings for the LocalCluster and for ``python -m pipeline.worker``: tasks here are whole videos (seconds to
+#: minutes each), so dask's interactive defaults — a statistical profiler sampling every task thread's stack each
+#: 10 ms, an event-loop tick every 20 ms, a system monitor every 0.5 s — buy nothing and cost about a tenth of a core
+#: per worker plus the scheduler's, which on a machine with one worker per core comes out of the tasks
+#: (``benchmarks/scaling.py``). The nanny's pre-spawn environment comes from :func:`worker_spawn_environ`.
 BATCH_DASK_CONFIG = {
-    # set by the nanny before it spawns a worker (numpy reads NPY_DISABLE_CPU_FEATURES at import, before env= applies);
-    # this replaces dask's default, MALLOC_TRIM_THRESHOLD_=65536, which tune_malloc overrides anyway
-    "distributed.nanny.pre-spawn-environ": {**SINGLE_THREAD_ENV, **SAME_KERNELS_ENV},
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
 }
+
+
+def worker_spawn_environ() -> dict[str, str]:
+    """What a nanny sets before it spawns a worker process: the thread pins and this process's kernel pins
+    (:func:`pipeline.kernels.pin_kernels` first, so the values are the ones this process computes with; numpy reads
+    ``NPY_DISABLE_CPU_FEATURES`` at import, before dask's ``env=`` applies). It replaces dask's default,
+    ``MALLOC_TRIM_THRESHOLD_=65536``, which :func:`tune_malloc` overrides anyway."""
+    pin_kernels()
+    return {**SINGLE_THREAD_ENV, **SAME_KERNELS_ENV}
+
+
+def batch_dask_config() -> dict[str, Any]:
+    """:data:`BATCH_DASK_CONFIG` with the pre-spawn environment of :func:`worker_spawn_environ`."""
+    return {**BATCH_DASK_CONFIG, "distributed.nanny.pre-spawn-environ": worker_spawn_environ()}
 
 
 @contextmanager
@@ -97,7 +112,8 @@ def dask_client(params: ClusterParams) -> Iterator[Client]:
     """Connect to ``params.scheduler`` if set, else start (and later stop) a LocalCluster of worker processes
     configured for batch work (:data:`BATCH_DASK_CONFIG`).
 
-    Every worker gets :func:`pin_threads`, so results do not depend on the worker's core count.
+    Every worker gets :func:`pin_threads`, so results do not depend on the worker's core count. Each task checks
+    that its worker computes as this process would (:func:`pipeline.runcache.worker_refusal`).
     """
     if params.scheduler:
         log.info("connecting to dask scheduler %s", params.scheduler)
@@ -105,7 +121,7 @@ def dask_client(params: ClusterParams) -> Iterator[Client]:
             client.run(pin_threads)
             yield client
         return
-    with dask.config.set(BATCH_DASK_CONFIG):  # the nannies hand this configuration to the worker processes
+    with dask.config.set(batch_dask_config()):  # the nannies hand this configuration to the worker processes
         with LocalCluster(n_workers=params.n_workers, threads_per_worker=params.threads_per_worker,
                           processes=True, memory_limit=params.memory_limit, dashboard_address=None,
                           env=SINGLE_THREAD_ENV) as cluster:
@@ -115,19 +131,29 @@ def dask_client(params: ClusterParams) -> Iterator[Client]:
 
 
 def worker_cached(key: str, factory: Callable[[], T]) -> T:
-    """Return ``factory()`` built once per dask worker (or once per process outside dask)."""
+    """Return ``factory()`` built once per thread of a dask worker (or per thread of a process outside dask).
+
+    Per thread, because the models are not thread-safe: a LiteRT interpreter (BlazeFace, MediaPipe's mesh) holds its
+    input and output tensors, so two tasks of a worker with ``threads_per_worker > 1`` calling one interpreter at
+    once would read each other's results. dask's task threads live as long as their worker, so each builds once.
+    """
     try:
         worker = get_worker()
     except ValueError:  # not inside a dask worker
         cache = _LOCAL_CACHE
     else:
-        if not hasattr(worker, "_wflwv_cache"):
-            setattr(worker, "_wflwv_cache", {})  # noqa: B010 - an attribute of our own on dask's Worker
+        with _LOCAL_LOCK:
+            if not hasattr(worker, "_wflwv_cache"):
+                setattr(worker, "_wflwv_cache", {})  # noqa: B010 - an attribute of our own on dask's Worker
         cache = getattr(worker, "_wflwv_cache")  # noqa: B009
+    slot = (key, threading.get_ident())
     with _LOCAL_LOCK:
-        if key not in cache:
-            cache[key] = factory()
-        return cache[key]
+        found = cache.get(slot, _MISSING)
+    if found is _MISSING:  # built outside the lock: a factory may itself use worker_cached
+        found = factory()
+        with _LOCAL_LOCK:
+            cache[slot] = found
+    return cast(T, found)
 
 
 def imap_videos(

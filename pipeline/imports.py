@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["PROJECT_PACKAGES", "module_file", "import_closure", "stage_modules", "uncovered", "stale", "write_deps"]
+__all__ = ["PROJECT_PACKAGES", "module_file", "import_closure", "external_imports", "stage_modules", "uncovered",
+           "stale", "write_deps"]
 
 PROJECT_PACKAGES = ("pipeline", "stages", "ldeq")
 _DOTTED = re.compile(r"(?:pipeline|stages|ldeq)(?:\.[A-Za-z_]\w*)+")
@@ -74,6 +75,21 @@ def import_closure(module: str, root: Path = ROOT) -> set[Path]:
         files.add(path.relative_to(root))
         todo.extend(_imported_modules(path, name))
     return files
+
+
+def _module_of(rel: Path) -> str:
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def external_imports(module: str, root: Path = ROOT) -> set[str]:
+    """Top-level names of the third-party modules that the files of ``module``'s closure import anywhere in their
+    body (function-level imports included): what the run cache's key takes package versions of."""
+    names: set[str] = set()
+    for rel in import_closure(module, root):
+        names.update(name.split(".")[0] for name in _imported_modules(root / rel, _module_of(rel)))
+    return {name for name in names
+            if name and name not in PROJECT_PACKAGES and name not in sys.stdlib_module_names and name != "__future__"}
 
 
 def stage_modules(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, tuple[str, list[str]]]:

@@ -81,8 +81,11 @@ def _column(value: Any) -> Any:
     return value
 
 
-#: Packages whose float kernels produce model outputs; their versions are pinned by requirements.lock.
-_MODEL_RUNTIMES = ("numpy", "opencv-python", "onnxruntime", "ai-edge-litert", "torch", "dlib-bin", "av")
+#: Packages whose float kernels produce model outputs; their versions are pinned by requirements.lock. OpenCV is
+#: recorded under whichever of its distributions is installed.
+_MODEL_RUNTIMES = ("numpy", "scipy", "opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                   "opencv-contrib-python-headless", "onnxruntime", "onnx", "ai-edge-litert", "torch", "dlib-bin", "av",
+                   "insightface")
 
 
 def float_provenance() -> dict[str, str]:
@@ -92,9 +95,10 @@ def float_provenance() -> dict[str, str]:
     differ in the last bits between machines; the metadata says which machine a manifest came from, and
     ``python -m pipeline.compare`` tells whether two runs agree within the stated tolerance.
     """
+    import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
+    versions = {"python": platform.python_version()}
     for package in _MODEL_RUNTIMES:
         try:
             versions[package] = version(package)

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from pipeline.manifest import atomic_path, sha256_file
 
 __all__ = ["MODEL_FILES", "ModelFile", "ModelUnavailable", "cache_dir", "mirror_dir", "model_path", "fetch_all",
-           "status", "MIRROR_ENV"]
+           "status", "MIRROR_ENV", "insightface_packs", "cache_key_facts"]
 
 log = logging.getLogger(__name__)
 
@@ -391,6 +391,47 @@ def status() -> dict[str, str]:
         except ModelUnavailable as err:
             report[key] = str(err)
     return report
+
+
+def insightface_root() -> Path:
+    """Where insightface model packs are unpacked: ``$INSIGHTFACE_HOME/models`` (default ``~/.insightface/models``),
+    as the SCRFD detector and the 2d106 landmark adapter look for them."""
+    return Path(os.environ.get("INSIGHTFACE_HOME", Path.home() / ".insightface")) / "models"
+
+
+_PACK_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def insightface_packs() -> dict[str, str]:
+    """``{"<pack>/<file>": SHA-256}`` of every ONNX file of every unpacked insightface model pack (remembered per
+    process by size, mtime, ctime and inode: a pack holds a few hundred MB)."""
+    out = {}
+    root = insightface_root()
+    for path in sorted(root.glob("*/*.onnx")) if root.is_dir() else []:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        stamp = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if stamp not in _PACK_DIGESTS:
+            _PACK_DIGESTS[stamp] = sha256_file(path)
+        out[f"{path.parent.name}/{path.name}"] = _PACK_DIGESTS[stamp]
+    return out
+
+
+def cache_key_facts(params: object) -> dict[str, object]:
+    """What the run cache's key (:mod:`pipeline.runcache`) takes from the model files of a stage that can load any:
+    each registered file's SHA-256 where it is available here (None where it is missing or fails its check) and each
+    insightface pack file's SHA-256. A stage that ran with a file missing computed under another key, so its results
+    are never served to a run that has the file."""
+    files: dict[str, str | None] = {}
+    for key, spec in MODEL_FILES.items():
+        try:
+            model_path(key)
+            files[key] = spec.sha256  # verified: the file's content hashes to exactly this
+        except ModelUnavailable:
+            files[key] = None
+    return {"files": files, "insightface": insightface_packs()}
 
 
 def main(argv: list[str] | None = None) -> int:

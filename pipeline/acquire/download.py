@@ -41,7 +41,7 @@ from pipeline.acquire.files import staging_dir
 from pipeline.acquire.ytdlp_run import TRANSIENT, classify_message
 from pipeline.manifest import atomic_path, sha256_file
 from pipeline.params import DownloadParams
-from pipeline.runcache import file_digest
+from pipeline.runcache import cache_lock, file_digest
 from pipeline.sources import SourceRow, check_url, local_file, safe_video_id
 from pipeline.video import NoVideoStream, iter_frames, probe
 
@@ -347,7 +347,17 @@ def _licence_row(row: dict[str, Any], params: DownloadParams) -> dict[str, Any]:
 def download_video(source: SourceRow, store: Path, params: DownloadParams, root: Path, cache: Path
                    ) -> dict[str, Any]:
     """Download one source video into ``store`` (reusing what is still the source); return its ``downloads`` row
-    (plus ``note`` and ``seconds`` for the log). Never raises for a bad video."""
+    (plus ``note`` and ``seconds`` for the log). Never raises for a bad video.
+
+    Holds the cache's lock shared (``python -m pipeline.runcache prune`` takes it exclusively), so a prune never
+    removes a stored version while it is looked up or written.
+    """
+    with cache_lock(cache):
+        return _download_video(source, store, params, root, cache)
+
+
+def _download_video(source: SourceRow, store: Path, params: DownloadParams, root: Path, cache: Path
+                    ) -> dict[str, Any]:
     started = time.monotonic()
     try:
         video_id = safe_video_id(source.video_id)

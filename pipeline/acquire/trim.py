@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.acquire.files import OutputError
 from pipeline.params import TrimParams
+from pipeline.runcache import failure_status
 from pipeline.sources import safe_video_id
 from pipeline.video import (
     DecodedFrame,
@@ -131,8 +132,9 @@ def trim_clip(video_id: str, source_path: str | Path, start: int, end: int, out_
                    source_pts=pts, decode_mode=mode, decode_note=note)
     except NoVideoStream as err:
         row.update(status="no_video_stream", error=str(err))
-    except (av.error.FFmpegError, OSError, IndexError) as err:  # before ValueError: some FFmpeg errors subclass it
-        row.update(status="decode_error", error=f"{source_path}: {type(err).__name__}: {err}")
+    except (av.error.FFmpegError, OSError, IndexError, MemoryError) as err:  # before ValueError: some FFmpeg errors
+        # subclass it. Media FFmpeg rejects is a fact of the video; EIO, EMFILE, a vanished file are this run's
+        row.update(failure_status(err, source_path))
     except ValueError as err:
         row.update(status="bad_window", error=f"{source_path}: {err}")
     if row["status"] != "ok":

@@ -30,11 +30,12 @@ from pipeline.faces.tracker import (
     shot_cuts,
     smooth_boxes,
 )
-from pipeline.models_store import ModelUnavailable
 from pipeline.params import FacesParams
+from pipeline.runcache import failure_status
 from pipeline.video import iter_frames, read_frames
 
-__all__ = ["track_main_face", "LandmarkFollower", "LandmarkPredictor", "LandmarkModels", "build_detector"]
+__all__ = ["track_main_face", "LandmarkFollower", "LandmarkPredictor", "LandmarkModels", "build_detector",
+           "cache_key_facts"]
 
 _THUMB = (32, 24)  # grey thumbnail for shot-cut detection: cheap, insensitive to small motion
 
@@ -43,6 +44,23 @@ def build_detector(params: FacesParams) -> FaceDetector:
     """The detector (or fallback chain) named in params, with the rotation search when angles are given."""
     return create_detector(params.detector, search_angles=params.search_angles, max_side=params.detect_max_side,
                            min_score=params.min_score, threads=1)
+
+
+def _detector(params: FacesParams) -> FaceDetector:
+    """The detector of ``params``, built once per worker thread (the tasks and :func:`cache_key_facts` share it)."""
+    return worker_cached(f"detector:{params.model_dump_json()}", lambda: build_detector(params))
+
+
+def cache_key_facts(params: FacesParams) -> dict[str, Any]:
+    """The detector that ``params.detector`` (a fallback chain) resolves to here, for the run cache's key: boxes of
+    the chain's second choice, found while the first one's file was missing, are stored under a key of their own and
+    never served to a run where the first one loads. None where none of them loads (every video is then a
+    ``model_error`` of that run, never stored)."""
+    try:
+        detector = _detector(params)
+    except Exception:  # noqa: BLE001 - whatever stops the build stops every task too, and they report it
+        return {"detector": None}
+    return {"detector": detector.name, "version": detector.version}
 
 
 class LandmarkPredictor(Protocol):
@@ -139,7 +157,7 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams,
     status: dict[str, Any] = {"stage": "faces", "video_id": video_id}
     rows: list[dict[str, Any]] = []
     try:
-        detector = worker_cached(f"detector:{params.model_dump_json()}", lambda: build_detector(params))
+        detector = _detector(params)
         per_frame, thumbs, size = _detect_all(detector, clip_path)
         n_frames = len(per_frame)
         cuts = shot_cuts(thumbs, params.cut_threshold)
@@ -163,10 +181,9 @@ def track_main_face(video_id: str, clip_path: str | Path, params: FacesParams,
                                 params.smooth_sigma, params.smooth_max_shift)
             rows = _rows(video_id, detector.name, track, face, per_frame)
             status.update(status="ok", error=None, n_frames=n_frames)
-    except (av.error.FFmpegError, OSError) as err:
-        status.update(status="decode_error", error=f"{clip_path}: {type(err).__name__}: {err}")
-    except ModelUnavailable as err:
-        status.update(status="model_error", error=str(err))
+    except (av.error.FFmpegError, OSError, RuntimeError, MemoryError) as err:  # ModelUnavailable is a RuntimeError
+        # media FFmpeg rejects is a fact of the video; a model, the file system or memory failing is this run's
+        status.update(failure_status(err, clip_path))
     status["seconds"] = round(time.monotonic() - started, 3)
     return {"status": status, "rows": rows}
 
