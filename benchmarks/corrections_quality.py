@@ -64,9 +64,9 @@ def ratios(table: pd.DataFrame) -> list[dict[str, Any]]:
             continue
         best = full.loc[full.nme.idxmin()]
         out.append({"level": None if pd.isna(level) else int(level), "video_id": None if pd.isna(video) else video,
-                    "best_model": best.model, "best_model_nme": round(float(best.nme), 3),
-                    "consensus_nme": round(float(consensus.nme.item()), 3),
-                    "consensus_over_best": round(float(consensus.nme.item() / best.nme), 3)})
+                    "best_model": best.model, "best_model_nme": round(float(best.nme), 4),
+                    "consensus_nme": round(float(consensus.nme.item()), 4),
+                    "consensus_over_best": round(float(consensus.nme.item() / best.nme), 4)})
     return out
 
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if result["frames"] == 0:
         print(result["note"])
     else:
-        print(f"{result['frames']} corrected frames of {result['videos']} videos by {result['annotators']}; NME % vs "
+        print(f"{result['frames']} corrected frames of {result['videos']} video(s) by {result['annotators']}; NME % vs "
               "the people's points, labels before correction (frames):\n")
         print(result["markdown_by_group"])
         if result["not_labelled"]:

@@ -77,7 +77,7 @@ def test_models_and_consensus_against_a_reviewers_points(project, tmp_path, monk
     assert len(ratio) == 1 and ratio[0]["consensus_nme"] == pytest.approx(rows["consensus"]["nme"], abs=1e-3)
     best = min((r for r in rows.values() if r["family"] != "consensus"), key=lambda r: r["nme"])
     assert ratio[0]["best_model"] == best["model"]
-    assert "| consensus |" in done.stdout and f"{len(submitted)} corrected frames of 1 videos" in done.stdout
+    assert "| consensus |" in done.stdout and f"{len(submitted)} corrected frames of 1 video(s)" in done.stdout
 
 
 def test_a_broken_corrections_file_is_one_line(project, tmp_path):
