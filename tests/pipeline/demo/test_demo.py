@@ -65,7 +65,8 @@ print(json.dumps({"cv_sse41": cv2.checkHardwareSupport(sse41), "cv_avx2": cv2.ch
                   "np_v4": np_features["X86_V4"]}))
 """
 
-#: Prints one md5 per demo source video: its RGB frames, our YUV conversion of them and back, its GT boxes and points.
+#: Prints one md5 per demo source video: its RGB frames, our YUV conversion of them and back, its true boxes and
+#: model-reference points.
 _FRAME_HASHES = """
 import hashlib, sys
 from pipeline.colour import rgb_to_yuv420, yuv420_to_rgb
@@ -124,7 +125,7 @@ def test_the_imitated_cpus_take_effect():
         assert diagnostics[0] and diagnostics[0] != diagnostics[1]
 
 
-def test_demo_frames_and_truth_are_identical_on_imitated_cpus(small_params):
+def test_demo_frames_boxes_and_reference_are_identical_on_imitated_cpus(small_params):
     runs = {name: start_python(["-c", _FRAME_HASHES, str(small_params)], env)
             for name, env in {"native": {}, **IMITATED_CPUS}.items()}  # side by side: each takes a few seconds
     hashes = {name: finish(process) for name, process in runs.items()}
@@ -132,7 +133,7 @@ def test_demo_frames_and_truth_are_identical_on_imitated_cpus(small_params):
     assert len(native.splitlines()) == 12
     for name, imitated in hashes.items():
         differing = [a.split()[0] for a, b in zip(native.splitlines(), imitated.splitlines(), strict=True) if a != b]
-        assert not differing, f"imitated CPU {name!r}: other frames or truth in {differing}"
+        assert not differing, f"imitated CPU {name!r}: other frames, boxes or reference points in {differing}"
 
 
 def test_x264_writes_the_same_bytes_at_every_simd_level(tmp_path):
