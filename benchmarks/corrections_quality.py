@@ -52,14 +52,15 @@ def corrected_frames(folder: Path) -> tuple[pd.DataFrame, dict[str, int]]:
 
 
 def ratios(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per group (level or video): the consensus's NME ÷ the best single model's, over the models that labelled
+    """Per group (level or video): the consensus's NME ÷ the best single model's, over the models that define at
+    least 68 of the WFLW-98 points (a 5-point model's NME on its 5 points is no match for a whole face) and labelled
     every corrected frame of the group (so each is judged on the same frames as the consensus)."""
     out = []
     for (level, video), group in table.groupby(["level", "video_id"], dropna=False, sort=False):
         consensus = group[group.model == "consensus"]
         if consensus.empty:
             continue
-        full = group[(group.family != "consensus") & (group.frames == consensus.frames.item())]
+        full = group[(group.family != "consensus") & (group.points >= 68) & (group.frames == consensus.frames.item())]
         if full.empty:
             continue
         best = full.loc[full.nme.idxmin()]

@@ -171,9 +171,10 @@ def correction_nme(human: pd.DataFrame, labels: PreCorrection, levels: dict[str,
         levels: demo video id → difficulty level.
 
     Returns columns ``level`` (null for a video without one), ``video_id`` (null where grouped by level),
-    ``model, family, frames, nme``; consensus rows first, then models in the order they appear.
+    ``model, family, points`` (WFLW-98 points judged: 98 for the consensus, a 5-point model's 5), ``frames, nme``;
+    consensus rows first, then models in the order they appear.
     """
-    columns = ["level", "video_id", "model", "family", "frames", "nme"]
+    columns = ["level", "video_id", "model", "family", "points", "frames", "nme"]
     parts = []
     for vid, rows in human.groupby("video_id", sort=True):
         if vid not in labels:
@@ -189,20 +190,20 @@ def correction_nme(human: pd.DataFrame, labels: PreCorrection, levels: dict[str,
             pred = points[idx].astype(np.float64)
             ok = np.isfinite(pred).all(axis=(1, 2))
             if ok.any():
-                parts.append(pd.DataFrame({**group, "model": name, "family": "consensus",
+                parts.append(pd.DataFrame({**group, "model": name, "family": "consensus", "points": 98,
                                            "nme": _nme(pred[ok], person[have][ok])}))
         model_rows = lm.select(["frame", "model", "family", "wflw98", "mask"]).to_pandas()
         merged = model_rows.merge(rows.assign(frame=rows.frame.astype("int64")), on="frame")
         if not merged.empty:
             mask = np.stack([np.asarray(m, bool) for m in merged["mask"]])
             parts.append(merged[["model", "family"]].assign(
-                **group, nme=_nme(_stack(merged.wflw98), _stack(merged.landmarks), mask)))
+                **group, points=mask.sum(axis=1), nme=_nme(_stack(merged.wflw98), _stack(merged.landmarks), mask)))
     if not parts:
         return pd.DataFrame(columns=columns)
     table = pd.concat(parts, ignore_index=True)
     table["level"] = table.level.astype("Int64")
     out = (table.groupby(["level", "video_id", "model", "family"], sort=False, dropna=False)
-           .agg(frames=("nme", "size"), nme=("nme", "mean")).reset_index())
+           .agg(points=("points", "max"), frames=("nme", "size"), nme=("nme", "mean")).reset_index())
     out["order"] = ~out.family.eq("consensus")
     out = out.sort_values(["level", "video_id", "order"], kind="stable", na_position="last")
     return out[columns].reset_index(drop=True)
