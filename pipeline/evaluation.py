@@ -15,14 +15,16 @@ RwR cost, which checkpoint) and DVC plots (CED curve, per-video NMF).
 
 Every figure of the whole results carries a 95 % percentile bootstrap interval over videos (``*_ci``; the ratios to
 ``none`` paired: each resample scores every method on the same videos), so a reader sees whether a gain such as RwR's
-NMF ratio on a dozen demo videos is more than the spread between videos. Predictions run under
-:func:`ldeq.infer.exact_cpu_kernels`: the same checkpoint and annotations give the same figures on every x86-64 machine.
+NMF ratio on a dozen demo videos is more than the spread between videos. With ``models.determinism: exact`` predictions
+run under :func:`ldeq.infer.exact_cpu_kernels`: the same checkpoint and annotations give the same figures on every
+x86-64 machine.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from ldeq.metrics import ced, fr_auc, nme
 from ldeq.video_eval import VideoScores, apply_filter, objective, score_video, summarize, tune_filter
 from pipeline.cli import TIMINGS_DIR
 from pipeline.cluster import map_videos, worker_cached
+from pipeline.kernels import model_determinism
 from pipeline.manifest import (
     ManifestError,
     atomic_path,
@@ -116,7 +119,8 @@ def _predict(item: dict[str, Any], checkpoint: str, stamp: str, rwr: RwR, gammas
     model = worker_cached(f"ldeq:{checkpoint}:{stamp}", lambda: load_checkpoint(checkpoint))
     start = item.get("start", 0)
     frames = [f.rgb for f in iter_frames(item["path"], start, start + len(item["boxes"]))]
-    with exact_cpu_kernels():  # the same predictions on every x86-64 machine (one thread, reproducible GEMM)
+    exact = model_determinism() == "exact"  # the same predictions on every x86-64 machine (one thread, MKL CNR)
+    with exact_cpu_kernels() if exact else nullcontext():
         scratch = predict_video(model, frames, item["boxes"])
         warm = {g: predict_video(model, frames, item["boxes"], replace(rwr, gamma=g)) for g in gammas}
     first = warm[gammas[0]]

@@ -25,7 +25,13 @@ without any pin (:func:`probe_host`), before the stage imports anything heavy; t
 ``.cache/kernels/`` (keyed by the CPU's flags and the libraries' installed files) and in this process.
 :func:`pin_env` is the pure rule from a probe to the settings (tested for an AVX-512 and an AVX2-only machine).
 
-This module imports nothing heavy: it must run before numpy.
+The model runtimes that pick kernels by CPU with no setting to cap them get CPU-independent ones when
+``models.determinism`` is ``exact`` (the default; :func:`model_determinism`): LiteRT models run LiteRT's reference
+kernels (:func:`litert_interpreter`: no XNNPACK, no runtime dispatch) and ONNX models run in OpenCV's dnn module
+(:class:`ExactOnnx`), whose kernels follow the OpenCV pin above; onnxruntime's MLAS has no such setting. ``fast`` keeps
+XNNPACK and onnxruntime (what ``benchmarks/determinism.py`` measures both ways).
+
+This module imports nothing heavy: it must run before numpy (the runtimes are imported where they are used).
 """
 
 from __future__ import annotations
@@ -37,10 +43,12 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 __all__ = ["KERNEL_LEVEL", "FIXED_PINS", "OPENCV_ABOVE_AVX2", "NUMPY_AVX2_LEVEL", "PIN_KEYS", "HostFeatures",
            "KernelProbeError", "pin_env", "probe_host", "host_features", "kernel_env", "effective_env", "pin_kernels",
-           "kernel_level", "SAME_KERNELS_ENV"]
+           "kernel_level", "SAME_KERNELS_ENV", "DETERMINISM_ENV", "DETERMINISM_MODES", "model_determinism",
+           "litert_interpreter", "OnnxRunner", "onnx_session", "ExactOnnx"]
 
 #: The level every machine computes at, as recorded in manifests.
 KERNEL_LEVEL = "x86-64-v3"
@@ -298,3 +306,165 @@ def kernel_level(environ: Mapping[str, str] | None = None, host: HostFeatures | 
                       ("ipp", "OPENCV_IPP")):
         out[name] = actual.get(key, "native")
     return {"level": KERNEL_LEVEL if actual == pins else "custom", **out}
+
+
+# --- model runtimes ------------------------------------------------------------------------------------------------
+
+#: Overrides ``models.determinism`` of the project's params.yaml for this process and its workers (as
+#: ``$WFLWV_MODEL_MIRROR`` overrides ``models.mirror``).
+DETERMINISM_ENV = "WFLWV_DETERMINISM"
+DETERMINISM_MODES = ("exact", "fast")
+
+
+def model_determinism() -> str:
+    """``exact`` or ``fast``: ``$WFLWV_DETERMINISM``, else ``models.determinism`` in the project's params.yaml.
+
+    Read where a model is built (on the workers too), like the model mirror; a bad value is a one-line
+    ``ValueError`` naming where it came from.
+    """
+    value = os.environ.get(DETERMINISM_ENV)
+    if value:
+        if value not in DETERMINISM_MODES:
+            raise ValueError(f"${DETERMINISM_ENV}: {value!r} is not one of {list(DETERMINISM_MODES)}")
+        return value
+    from pipeline.params import PROJECT_PARAMS, stage_params
+
+    return str(stage_params("models", PROJECT_PARAMS).determinism)
+
+
+def litert_interpreter(path: str | os.PathLike[str], threads: int = 1) -> Any:
+    """A LiteRT interpreter of the ``.tflite`` at ``path``: LiteRT's reference kernels when exact (plain C++ loops
+    compiled once for every x86-64 CPU: the same sums everywhere, at ~20× XNNPACK's time), else the default
+    resolver with XNNPACK, whose kernels follow the CPU."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_REF if model_determinism() == "exact" else OpResolverType.AUTO
+    return Interpreter(str(path), num_threads=threads, experimental_op_resolver_type=resolver)
+
+
+class OnnxRunner(Protocol):
+    """What callers use of an ONNX runner: onnxruntime's ``InferenceSession`` or :class:`ExactOnnx`."""
+
+    def get_inputs(self) -> Any: ...
+
+    def run(self, output_names: Any, input_feed: Any) -> Any: ...
+
+
+def onnx_session(model: bytes, threads: int = 1) -> OnnxRunner:
+    """A runner of the ONNX graph ``model`` with onnxruntime's ``get_inputs()`` and ``run(names, feeds)``:
+    :class:`ExactOnnx` when exact, else an onnxruntime CPU session of ``threads`` threads."""
+    if model_determinism() == "exact":
+        return ExactOnnx(model)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    options.log_severity_level = 3  # exports with unused batch-norm counters warn about them: noise
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str  # onnxruntime's NodeArg spelling, so callers take either runner
+
+
+#: onnxruntime's optimisers that compute new float weights; the shape folding below runs without them.
+_FLOAT_REWRITES = ["ConvAddFusion", "ConvMulFusion", "ConvBNFusion", "ConvActivationFusion", "GemmActivationFusion",
+                   "MatMulAddFusion", "MatMulScaleFusion", "ReluClipFusion", "DoubleQDQPairsRemover"]
+
+
+class ExactOnnx:
+    """An ONNX graph run by OpenCV's dnn module, whose kernels follow ``OPENCV_CPU_DISABLE`` (the AVX2 pin) and do
+    not depend on the thread count: the same outputs on every x86-64 CPU, unlike onnxruntime's MLAS.
+
+    cv2.dnn needs static shapes: one network per input shape (a few per run: frames of one size are padded alike),
+    with the graph's shape arithmetic (``Shape`` → ``Gather`` → ``Reshape``/``Resize``) folded into constants first by
+    onnxruntime's graph optimiser with every float-rewriting fusion off, and checked to hold exactly the published
+    float tensors. Outputs agree with onnxruntime within 1e-4 on this project's models (``tests/pipeline/
+    test_kernels.py``, ``benchmarks/determinism.py``).
+    """
+
+    max_shapes = 8
+
+    def __init__(self, model: bytes) -> None:
+        import onnx
+
+        self._model = onnx.load_from_string(model)
+        graph = self._model.graph
+        weights = {t.name for t in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in weights]  # older exports list weights as inputs too
+        del graph.input[:]
+        graph.input.extend(inputs)
+        self._inputs = [i.name for i in inputs]
+        self.output_names = [o.name for o in self._model.graph.output]
+        self._nets: dict[tuple[tuple[int, ...], ...], object] = {}
+
+    def get_inputs(self) -> list[_Input]:
+        return [_Input(name) for name in self._inputs]
+
+    def run(self, output_names: list[str] | None, input_feed: Mapping[str, Any]) -> list[Any]:
+        """The named outputs (all when None) for ``input_feed`` (input name → float32 array), as onnxruntime's."""
+        import numpy as np
+
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in input_feed.items()}
+        shapes = tuple(tuple(int(d) for d in arrays[name].shape) for name in self._inputs)
+        net = self._nets.get(shapes)
+        if net is None:
+            if len(self._nets) >= self.max_shapes:
+                self._nets.pop(next(iter(self._nets)))
+            net = self._nets[shapes] = self._network(dict(zip(self._inputs, shapes)))
+        for name, value in arrays.items():
+            net.setInput(value, name)  # type: ignore[attr-defined]
+        outs = net.forward(list(output_names or self.output_names))  # type: ignore[attr-defined]
+        return [np.array(o) for o in outs]
+
+    def static_graph(self, shapes: Mapping[str, tuple[int, ...]]) -> bytes:
+        """The graph with fixed input ``shapes`` and its shape arithmetic folded (float tensors unchanged)."""
+        import tempfile
+
+        import onnx
+        import onnxruntime as ort
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+        outputs = {o.name: [d.dim_value or d.dim_param or f"out_{o.name}_{k}"
+                            for k, d in enumerate(o.type.tensor_type.shape.dim)] for o in self._model.graph.output}
+        fixed = update_inputs_outputs_dims(onnx.ModelProto.FromString(self._model.SerializeToString()),
+                                           {k: list(v) for k, v in shapes.items()}, outputs)
+        if not any(n.op_type == "Shape" for n in fixed.graph.node):
+            return bytes(fixed.SerializeToString())
+        with tempfile.TemporaryDirectory() as tmp:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            options.optimized_model_filepath = os.path.join(tmp, "static.onnx")
+            options.log_severity_level = 3
+            ort.InferenceSession(fixed.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=_FLOAT_REWRITES)
+            folded = Path(options.optimized_model_filepath).read_bytes()
+        new = _float_tensors(onnx.load_from_string(folded)) - _float_tensors(self._model)
+        if new:
+            raise RuntimeError(f"folding the ONNX graph's shapes changed {len(new)} float tensors: not run exactly")
+        return folded
+
+    def _network(self, shapes: Mapping[str, tuple[int, ...]]) -> object:
+        import cv2
+        import numpy as np
+
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(self.static_graph(shapes), np.uint8))
+        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        return net
+
+
+def _float_tensors(model: object) -> set[str]:
+    """Digests of every float tensor (initialisers and constants) of an ONNX model."""
+    from onnx import numpy_helper
+
+    graph = model.graph  # type: ignore[attr-defined]
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                                         if a.HasField("t")]
+    out = set()
+    for tensor in tensors:
+        array = numpy_helper.to_array(tensor)
+        if array.dtype.kind == "f":
+            out.add(hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest())
+    return out

@@ -1,15 +1,16 @@
 """Train LDEQ on a built dataset: crops of the easy subset's annotated frames (cut per video on dask), optionally
 with WFLW stills, then :func:`ldeq.train.train` (resumable) and the stage's metrics and loss plot.
 
-Training runs under :func:`ldeq.infer.exact_cpu_kernels` (one thread, ATen's convolutions through MKL's reproducible
-GEMM, deterministic algorithms) with a data order drawn from the seed and the epoch: the same annotations give the same
-checkpoint on every x86-64 machine."""
+With ``models.determinism: exact`` (the default) training runs under :func:`ldeq.infer.exact_cpu_kernels` (one
+thread, ATen's convolutions through MKL's reproducible GEMM, deterministic algorithms); the data order is drawn from
+the seed and the epoch either way: the same annotations give the same checkpoint on every x86-64 machine."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ldeq.model import LDEQ
 from ldeq.train import Augment, LandmarkCrops, train
 from ldeq.wflw_data import WFLWImages
 from pipeline.cluster import map_videos
+from pipeline.kernels import model_determinism
 from pipeline.manifest import (
     ManifestError,
     atomic_path,
@@ -106,8 +108,9 @@ def train_on_dataset(annotations: str | Path, clips: str | Path, params: TrainPa
         log.info("adding %d WFLW training images from %s", len(wflw), params.wflw_annotations)
         data = torch.utils.data.ConcatDataset([wflw, data])
         fingerprint = hashlib.sha256((fingerprint + str(Path(params.wflw_annotations).resolve())).encode()).hexdigest()
-    # the same checkpoint from the same annotations on every x86-64 machine, whatever its core count or vendor
-    with exact_cpu_kernels():
+    # exact: the same checkpoint from the same annotations on every x86-64 machine, whatever its core count or
+    # vendor, at about 2x oneDNN's time per step (benchmarks/README.md, determinism); fast: oneDNN, all cores
+    with exact_cpu_kernels() if model_determinism() == "exact" else nullcontext():
         torch.manual_seed(cfg.seed)
         model = LDEQ(cfg)
         n_params = int(sum(t.numel() for t in model.parameters()))

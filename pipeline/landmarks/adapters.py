@@ -31,7 +31,7 @@ from ldeq.geometry import apply_affine
 from pipeline.models_store import model_path
 
 if TYPE_CHECKING:
-    import onnxruntime
+    from pipeline.kernels import OnnxRunner
 
 __all__ = ["constant_folding_session", "LandmarkModel", "DlibERT68", "MediaPipeFaceMesh", "MediaPipeFaceMeshV1",
            "FaceApi68", "FaceApi68Tiny", "PeppaSlim160", "InsightFace2d106", "LANDMARK_MODELS", "BoxMap",
@@ -201,9 +201,9 @@ class MediaPipeFaceMesh(LandmarkModel):
     scale = 1.5
 
     def __init__(self) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from pipeline.kernels import litert_interpreter
 
-        self._interp = Interpreter(str(model_path(self.model_key)), num_threads=1)
+        self._interp = litert_interpreter(model_path(self.model_key))  # reference kernels: the same on every CPU
         self._interp.allocate_tensors()
         self._input = self._interp.get_input_details()[0]["index"]
         outputs = self._interp.get_output_details()
@@ -277,25 +277,24 @@ class FaceApi68Tiny(FaceApi68):
     weights_key = "faceapi_68_tiny"
 
 
-def constant_folding_session(path: Path, threads: int = 1) -> onnxruntime.InferenceSession:
-    """An onnxruntime session of the ONNX file at ``path`` whose initialisers are not also graph inputs.
+def constant_folding_session(path: Path, threads: int = 1) -> OnnxRunner:
+    """A runner of the ONNX file at ``path`` whose initialisers are not also graph inputs
+    (:func:`pipeline.kernels.onnx_session`: cv2.dnn when ``models.determinism`` is exact, else onnxruntime).
 
     Older PyTorch exports list every weight as a graph input too; onnxruntime must then treat weights as inputs that
     a caller could override, so it cannot fold the batch norms into the convolutions (Peppa's slim_160: about 4×
     slower). The graph is fixed in memory; the file on disk keeps its published checksum.
     """
     import onnx
-    import onnxruntime as ort
+
+    from pipeline.kernels import onnx_session
 
     graph_model = onnx.load(str(path))
     weights = {t.name for t in graph_model.graph.initializer}
     inputs = [i for i in graph_model.graph.input if i.name not in weights]
     del graph_model.graph.input[:]
     graph_model.graph.input.extend(inputs)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = threads
-    options.log_severity_level = 3  # unused batch-norm counters in the export; their warnings are noise
-    return ort.InferenceSession(graph_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnx_session(graph_model.SerializeToString(), threads)
 
 
 class PeppaSlim160(LandmarkModel):

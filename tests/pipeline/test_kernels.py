@@ -12,15 +12,19 @@ from pathlib import Path
 import pytest
 
 from pipeline.kernels import (
+    DETERMINISM_ENV,
     FIXED_PINS,
     KERNEL_LEVEL,
     OPENCV_ABOVE_AVX2,
     PIN_KEYS,
+    ExactOnnx,
     HostFeatures,
     KernelProbeError,
     effective_env,
     host_features,
     kernel_level,
+    litert_interpreter,
+    model_determinism,
     pin_env,
     probe_host,
 )
@@ -154,3 +158,118 @@ def test_kernels_imports_nothing_heavy():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=bare_env(), capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# --- model runtimes: exact (CPU-independent) kernels, checked against the runtimes' own ------------------------------
+
+def _model(key: str) -> Path:
+    from pipeline.models_store import ModelUnavailable, model_path
+
+    try:
+        return model_path(key)
+    except ModelUnavailable as err:
+        pytest.skip(str(err))
+
+
+def test_model_determinism_comes_from_params_or_the_environment(monkeypatch):
+    monkeypatch.delenv(DETERMINISM_ENV, raising=False)
+    assert model_determinism() == "exact"  # the project's default
+    monkeypatch.setenv(DETERMINISM_ENV, "fast")
+    assert model_determinism() == "fast"
+    monkeypatch.setenv(DETERMINISM_ENV, "quick")
+    with pytest.raises(ValueError, match=r"^\$WFLWV_DETERMINISM: 'quick' is not one of \['exact', 'fast'\]$"):
+        model_determinism()
+
+
+def test_litert_reference_kernels_repeat_bit_for_bit_at_any_thread_count(monkeypatch):
+    np = pytest.importorskip("numpy")
+    path = _model("mediapipe_face_mesh_v2")
+    x = np.random.default_rng(0).random((1, 192, 192, 3), dtype=np.float32)
+
+    def outputs(mode: str, threads: int):
+        monkeypatch.setenv(DETERMINISM_ENV, mode)
+        interp = litert_interpreter(path, threads)
+        interp.allocate_tensors()
+        interp.set_tensor(interp.get_input_details()[0]["index"], x)
+        interp.invoke()
+        return [interp.get_tensor(o["index"]).copy() for o in interp.get_output_details()]
+
+    exact = outputs("exact", 1)
+    for again in (outputs("exact", 1), outputs("exact", 2)):
+        assert all(np.array_equal(a, b) for a, b in zip(exact, again))
+    fast = outputs("fast", 1)  # XNNPACK: within 1e-3 of the reference kernels (192-px input units: pixels)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(exact, fast)) < 1e-3
+
+
+def test_the_exact_litert_path_says_nothing_on_stderr():
+    code = ("import stages\nfrom pipeline.kernels import litert_interpreter\nfrom pipeline.models_store import "
+            "model_path\nlitert_interpreter(model_path('blazeface_short')).allocate_tensors()")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=bare_env(**{DETERMINISM_ENV: "exact"}),
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert done.stderr == ""  # XNNPACK announces itself on stderr; the reference kernels do not
+
+
+def _retinaface_input():
+    import numpy as np
+
+    from pipeline.demo.media import source_photos
+    from pipeline.faces.detectors.base import downscale
+
+    image, _ = downscale(source_photos()["t1"], 640)
+    h, w = image.shape[:2]
+    blob = np.zeros((1, 3, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
+    blob[0, :, :h, :w] = image[:, :, ::-1].transpose(2, 0, 1) - np.array([104, 117, 123], np.float32)[:, None, None]
+    return blob
+
+
+def test_onnx_graphs_in_cv2_dnn_match_onnxruntime_and_keep_their_weights():
+    """The exact path runs the published graph: its shape arithmetic folded, not one float tensor changed; outputs
+    within 1e-4 of onnxruntime's (RetinaFace's box offsets and logits are O(1))."""
+    import cv2
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from pipeline.faces.detectors.retinaface import read_bytes_literal
+    from pipeline.kernels import _float_tensors
+
+    graph = read_bytes_literal(_model("retinaface_mnet_py"), "WEIGHTS")
+    blob = _retinaface_input()
+    exact = ExactOnnx(graph)
+    static = onnx.load_from_string(exact.static_graph({"input": blob.shape}))
+    assert not [n for n in static.graph.node if n.op_type == "Shape"]
+    assert _float_tensors(static) == _float_tensors(onnx.load_from_string(graph))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    reference = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]).run(None, {"input": blob})
+    threads = cv2.getNumThreads()
+    try:
+        runs = []
+        for n in (1, 2):
+            cv2.setNumThreads(n)
+            runs.append(exact.run(None, {"input": blob}))
+    finally:
+        cv2.setNumThreads(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))  # the same bits at any thread count
+    assert [a.shape for a in runs[0]] == [r.shape for r in reference]
+    assert max(float(np.abs(a - r).max()) for a, r in zip(runs[0], reference)) < 1e-4
+
+
+def test_exact_and_fast_detectors_and_landmarks_agree_within_the_stated_tolerance(monkeypatch, astronaut):
+    import numpy as np
+
+    from pipeline.faces.detectors.registry import create_detector
+    from pipeline.landmarks.adapters import create_landmark_model
+
+    _model("retinaface_mnet_py"), _model("centerface"), _model("peppa_slim_160")
+    runs = {}
+    for mode in ("fast", "exact"):
+        monkeypatch.setenv(DETERMINISM_ENV, mode)
+        faces = {name: create_detector(name, max_side=640).detect(astronaut) for name in ("retinaface", "centerface")}
+        box = faces["retinaface"].boxes[0]
+        runs[mode] = faces, create_landmark_model("peppa_slim_160").predict(astronaut, box)[0]
+    (fast_faces, fast_points), (exact_faces, exact_points) = runs["fast"], runs["exact"]
+    for name, found in fast_faces.items():
+        assert len(found.boxes) == len(exact_faces[name].boxes) >= 1
+        assert np.abs(found.boxes - exact_faces[name].boxes).max() < 0.01, name  # px
+    assert np.abs(fast_points - exact_points).max() < 0.01

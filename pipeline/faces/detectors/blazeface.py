@@ -3,6 +3,7 @@
 Pre- and post-processing follow MediaPipe 0.10.21's ``face_detection_{short,full}_range`` graphs: the frame is
 letterboxed (aspect kept, zero padding) to the model's square input, scaled to [-1, 1]; raw outputs are decoded
 against SSD anchors (``SsdAnchorsCalculator`` with fixed anchor size) and merged by WEIGHTED non-maximum suppression.
+The interpreter runs LiteRT's reference kernels when ``models.determinism`` is exact (:mod:`pipeline.kernels`).
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ class BlazeFaceDetector(FaceDetector):
     nms_threshold = 0.3  # min_suppression_threshold of the MediaPipe graph
 
     def __init__(self, max_side: int | None = None, min_score: float | None = None, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from pipeline.kernels import litert_interpreter
 
         del max_side  # fixed input size: kept so every detector takes the same common arguments
         self.min_score = self.variant.min_score if min_score is None else float(min_score)
-        self._interp = Interpreter(str(model_path(self.variant.model_key)), num_threads=threads)
+        # LiteRT's reference kernels unless models.determinism is fast: XNNPACK's follow the CPU
+        self._interp = litert_interpreter(model_path(self.variant.model_key), threads)
         self._interp.allocate_tensors()
         self._input = self._interp.get_input_details()[0]["index"]
         outputs = {int(o["shape"][-1]): o for o in self._interp.get_output_details()}

