@@ -162,6 +162,9 @@ class LabelParams(_Block):
 
 class ModelsParams(_Block):
     mirror: str | None  # folder holding repository-published model files (<key>/<file>); relative to the project
+    # exact: LiteRT reference kernels and ONNX graphs in cv2.dnn, the same labels on every x86-64 CPU; fast: XNNPACK
+    # and onnxruntime, whose kernels follow the CPU (pipeline/kernels.py; $WFLWV_DETERMINISM overrides it)
+    determinism: Literal["exact", "fast"]
 
 
 class ScoreParams(_Block):
@@ -183,9 +186,6 @@ class AnnotateParams(_Block):
 
 
 class ReviewParams(_Block):
-    # exact: LiteRT reference kernels and ONNX graphs in cv2.dnn, the same labels on every x86-64 CPU; fast: XNNPACK
-    # and onnxruntime, whose kernels follow the CPU (pipeline/kernels.py; $WFLWV_DETERMINISM overrides it)
-    determinism: Literal["exact", "fast"]
     export_dir: str  # images, Label Studio tasks and labelling config of `python -m pipeline.review export`
     frames_per_video: NonNegInt  # at most this many uncertain or invalid frames per video, besides the keyframes
     keyframe_step: PosInt  # keyframes spread over each video, at most this many frames apart
