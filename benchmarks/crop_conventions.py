@@ -15,8 +15,13 @@ box, the same rule — documented, so ``from_points`` is the identity); Peppa sl
 landmarks converge to: three passes, each from the previous one's landmarks).
 
 Fitted on the fit half of the demo (identities astronaut, t1face1, t1face3, t1face5), on the label stage's own canvas
-(the faces stage's boxes and rolls, ``pipeline.landmarks.label``), with medians (robust to detector misses). The
-held-out half is measured too, to show the relation carries over.
+(the faces stage's boxes and rolls, ``pipeline.landmarks.label``) *and on its mirror image*: a convention is a
+property of a model and a detector, which must hold for a face turned either way. The horizontal offset of a
+landmarks→box relation is a line through the origin in the face's yaw (``BoxMap.dx_yaw``, least squares over the
+pairs and their mirrors — the mirrors make the intercept exactly 0); the other parameters are medians (robust to
+detector misses). The held-out half is measured too, to show the relation carries over. (Fitted on one side only, the
+old constant offsets, dlib −0.11, said which way the fitting faces looked, and pushed the box of every face turned
+the other way to the wrong side: benchmarks/README.md, self-checks.)
 
     python benchmarks/crop_conventions.py --out benchmarks/results/crop_conventions.json
 
@@ -63,20 +68,34 @@ LABEL_CROP = {"dlib_68": "refined", "mediapipe_mesh_v2": "refined", "faceapi_68"
               "peppa_slim_160": "measured"}
 
 
-def _params(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+Pair = tuple[np.ndarray, np.ndarray, float]  # source box, target box, the face's yaw (0 where not known)
+
+
+def _params(pairs: list[Pair]) -> np.ndarray:
     """(N, 4): the target box's centre offset in source widths/heights and its side ratios, per pair."""
     out = []
-    for src, dst in pairs:
+    for src, dst, _ in pairs:
         sw, sh = src[2] - src[0], src[3] - src[1]
         out.append([((dst[0] + dst[2]) - (src[0] + src[2])) / 2 / sw, ((dst[1] + dst[3]) - (src[1] + src[3])) / 2 / sh,
                     (dst[2] - dst[0]) / sw, (dst[3] - dst[1]) / sh])
     return np.asarray(out, np.float64).reshape(-1, 4)
 
 
-def _fit(values: np.ndarray) -> dict[str, Any]:
+def _fit(pairs: list[Pair]) -> dict[str, Any]:
+    """Medians of dy, sw, sh; dx as ``dx_yaw × yaw`` through the origin where the pairs know the yaw (else the
+    median, which mirrored pairs make 0); ``iqr`` of the residuals."""
+    values = _params(pairs)
+    yaw = np.array([p[2] for p in pairs], np.float64)
     med = np.median(values, axis=0)
-    q1, q3 = np.percentile(values, [25, 75], axis=0)
-    return {"map": dict(zip(("dx", "dy", "sw", "sh"), (round(float(v), 4) for v in med))), "n": int(len(values)),
+    fitted = {"dx": 0.0, "dy": float(med[1]), "sw": float(med[2]), "sh": float(med[3]), "dx_yaw": 0.0}
+    residual = values - med
+    if np.any(yaw != 0):
+        fitted["dx_yaw"] = float((yaw * values[:, 0]).sum() / (yaw**2).sum())
+        residual[:, 0] = values[:, 0] - fitted["dx_yaw"] * yaw
+    else:
+        fitted["dx"] = float(med[0])
+    q1, q3 = np.percentile(residual, [25, 75], axis=0)
+    return {"map": {k: round(v, 4) + 0.0 for k, v in fitted.items()}, "n": int(len(values)),
             "iqr": [round(float(v), 4) for v in q3 - q1]}
 
 
@@ -93,8 +112,13 @@ def _upright_bbox(model: LandmarkModel, points: np.ndarray) -> tuple[np.ndarray,
     return model._box_from_points(points, roll).astype(np.float64), roll
 
 
-def collect(step: int) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
-    """Box pairs per (split, relation) over every ``step``-th valid frame of each demo clip with truth."""
+def _mirror_box(box: np.ndarray, width: int) -> np.ndarray:
+    return np.array([width - 1 - box[2], box[1], width - 1 - box[0], box[3]], np.float64)
+
+
+def collect(step: int) -> dict[str, dict[str, list[Pair]]]:
+    """Box pairs per (split, relation) over every ``step``-th valid frame of each demo clip with truth, on the
+    label stage's canvas and on its mirror image."""
     import av
 
     truth = pd.read_parquet(ROOT / "data" / "demo" / "truth.parquet")
@@ -104,7 +128,7 @@ def collect(step: int) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]
     hog = create_detector("dlib_hog")
     blaze = create_detector("blazeface_short")
     dlib, faceapi, peppa = (create_landmark_model(n) for n in ("dlib_68", "faceapi_68", "peppa_slim_160"))
-    pairs: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {"fit": {}, "held_out": {}}
+    pairs: dict[str, dict[str, list[Pair]]] = {"fit": {}, "held_out": {}}
     for vid, t in sorted(faces.items()):
         if vid not in media.index or not isinstance(media[vid], str):
             continue
@@ -117,25 +141,27 @@ def collect(step: int) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]
                 if index % step or not valid[index] or not np.isfinite(boxes[index]).all():
                     continue
                 roll = rolls[index] if np.isfinite(rolls[index]) else 0.0
-                canvas, local, _ = _canvas(frame, boxes[index], roll)
-                track = local.astype(np.float64)
+                upright, upright_local, _ = _canvas(frame, boxes[index], roll)
                 mine = pairs[split]
-                box = _best(hog.detect(canvas), track)
-                if box is not None:
-                    mine.setdefault("hog/track", []).append((track, box))
-                    for name, model in (("dlib_68", dlib), ("faceapi_68", faceapi)):
-                        points, _ = model._predict(canvas, box.astype(np.float32))
-                        bbox, tilt = _upright_bbox(model, points)
-                        if abs(tilt) < 10:  # HOG's box is axis-aligned: compare where the face is upright
-                            mine.setdefault(f"{name}/points", []).append((bbox, box))
-                box = _best(blaze.detect(canvas), track)
-                if box is not None:
-                    mine.setdefault("blazeface/track", []).append((track, box))
-                points, _ = peppa._predict(canvas, local)
-                for _ in range(3):  # converge on the box its own landmarks give (its training rule)
-                    bbox, tilt = _upright_bbox(peppa, points)
-                    points, _ = peppa._predict_rolled(canvas, bbox.astype(np.float32), tilt)
-                mine.setdefault("peppa_68/track", []).append((track, _upright_bbox(peppa, points)[0]))
+                for canvas, track in ((upright, upright_local.astype(np.float64)),
+                                      (np.ascontiguousarray(upright[:, ::-1]),
+                                       _mirror_box(upright_local, upright.shape[1]))):
+                    box = _best(hog.detect(canvas), track)
+                    if box is not None:
+                        mine.setdefault("hog/track", []).append((track, box, 0.0))
+                        for name, model in (("dlib_68", dlib), ("faceapi_68", faceapi)):
+                            points, _ = model._predict(canvas, box.astype(np.float32))
+                            bbox, tilt = _upright_bbox(model, points)
+                            if abs(tilt) < 10:  # HOG's box is axis-aligned: compare where the face is upright
+                                mine.setdefault(f"{name}/points", []).append((bbox, box, model.yaw(points)))
+                    box = _best(blaze.detect(canvas), track)
+                    if box is not None:
+                        mine.setdefault("blazeface/track", []).append((track, box, 0.0))
+                    points, _ = peppa._predict(canvas, track.astype(np.float32))
+                    for _ in range(3):  # converge on the box its own landmarks give (its training rule)
+                        bbox, tilt = _upright_bbox(peppa, points)
+                        points, _ = peppa._predict_rolled(canvas, bbox.astype(np.float32), tilt)
+                    mine.setdefault("peppa_68/track", []).append((track, _upright_bbox(peppa, points)[0], 0.0))
         print(vid, split, {k: len(v) for k, v in pairs[split].items()}, flush=True)
     return pairs
 
@@ -196,14 +222,14 @@ def main() -> int:
         fits = json.loads(args.from_fits.read_text(encoding="utf-8"))["fits"]
     else:
         pairs = collect(args.step)
-        fits = {split: {key: _fit(_params(p)) for key, p in rel.items()} for split, rel in pairs.items()}
-    fit = fits["fit"]
+        fits = {split: {key: _fit(p) for key, p in rel.items()} for split, rel in pairs.items()}
+    fit = {key: entry["map"] for key, entry in fits["fit"].items()}
     identity = BoxMap().__dict__
     relations = {
-        "dlib_68": (fit["hog/track"]["map"], fit["dlib_68/points"]["map"]),
-        "faceapi_68": (fit["hog/track"]["map"], fit["faceapi_68/points"]["map"]),
-        "mediapipe_mesh_v2": (fit["blazeface/track"]["map"], identity),
-        "peppa_slim_160": (fit["peppa_68/track"]["map"], identity),
+        "dlib_68": (fit["hog/track"], fit["dlib_68/points"]),
+        "faceapi_68": (fit["hog/track"], fit["faceapi_68/points"]),
+        "mediapipe_mesh_v2": (fit["blazeface/track"], identity),
+        "peppa_slim_160": (fit["peppa_68/track"], identity),
     }
     models = {name: {"reference": REFERENCES[name], "from_track": track, "from_points": points,
                      "label_crop": LABEL_CROP[name]} for name, (track, points) in relations.items()}
@@ -216,7 +242,9 @@ def main() -> int:
                       "the label stage's canvas with the faces stage's boxes; from_track: tracked box → reference "
                       "box where the reference detector fires (IoU ≥ 0.3); from_points: its own landmarks' upright "
                       "bounding box → reference box (dlib, face-api: HOG box, frames rolled < 10°; mesh, Peppa: "
-                      "documented identity). BoxMap: centre + (dx, dy) × source (w, h), sides × (sw, sh).",
+                      "documented identity); every pair also on the mirror image. BoxMap: centre + "
+                      "(dx + dx_yaw × yaw, dy) × source (w, h), sides × (sw, sh); yaw: LandmarkModel.yaw of the "
+                      "model's own points.",
     }
     print(json.dumps(fits, indent=1))
     if not args.no_write:

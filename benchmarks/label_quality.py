@@ -196,8 +196,8 @@ def fit(videos: list[dict[str, Any]], source: str, reference: str) -> dict[str, 
     for v in videos:
         if v["split"] != "fit":
             continue
-        mp, names, fams, _ = model_points(v["rows"], v["frames"])
-        fp, families_v = family_points(mp, fams)
+        _mp = model_points(v["rows"], v["frames"])
+        fp, families_v = family_points(_mp.points, _mp.families)
         if families is None:
             families = families_v
         order = [families_v.index(f) for f in families]
@@ -235,7 +235,8 @@ def fit(videos: list[dict[str, Any]], source: str, reference: str) -> dict[str, 
 
 def consensus_variants(v: dict[str, Any], cmodel: ConsensusModel, pipeline_models: list[str]) -> dict[str, np.ndarray]:
     """Per alternative rule, the labels (F, 98, 2) of one video on its reference frames."""
-    mp, names, fams, _ = model_points(v["rows"], v["frames"])
+    _mp = model_points(v["rows"], v["frames"])
+    mp, names, fams = _mp.points, _mp.models, _mp.families
 
     def fam(models: list[str]) -> tuple[np.ndarray, list[str]]:
         idx = [names.index(m) for m in models if m in names]
@@ -297,7 +298,8 @@ def evaluate(videos: list[dict[str, Any]], params: Any, cmodel: ConsensusModel,
                "consensus": nme(raw, ref), "consensus_68": nme(raw, ref, POINTS68),
                "smoothed": nme(final, ref), "smoothed_68": nme(final, ref, POINTS68),
                "consensus_valid": np.where(valid, nme(raw, ref), np.nan)}
-        mp, names, fams, _ = model_points(rows, frames)
+        _mp = model_points(rows, frames)
+        mp, names, fams = _mp.points, _mp.models, _mp.families
         for k, name in enumerate(names):
             own = np.flatnonzero(np.isfinite(mp[:, k]).all(-1).any(0))
             labelled = np.isfinite(mp[:, k]).all(-1).any(-1)

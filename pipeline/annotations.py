@@ -154,9 +154,11 @@ def video_annotations(video_id: str, subset: str, landmarks: pa.Table, faces: pa
         {"video_id": video_id, "frame": int(f), "subset": subset, "x1": float(b[0]), "y1": float(b[1]),
          "x2": float(b[2]), "y2": float(b[3]), "landmarks": p, "landmarks_raw": r, "valid": bool(v),
          "n_models": int(nm), "n_families": int(nf), "support": s, "disagreement": _none_if_nan(d),
-         "instability": _none_if_nan(i), "confidence": _none_if_nan(c), "box_source": src, "label_source": ls}
-        for f, b, p, r, v, nm, nf, s, d, i, c, src, ls in zip(
+         "instability": _none_if_nan(i), "confidence": _none_if_nan(c), "self_disagreement": _none_if_nan(sd),
+         "excluded_models": int(ex), "box_source": src, "label_source": ls}
+        for f, b, p, r, v, nm, nf, s, d, i, c, sd, ex, src, ls in zip(
             labels.frames, boxes, points, labels.raw, valid, labels.n_models, labels.n_families,
-            labels.support, labels.disagreement, labels.instability, labels.confidence, box_sources, sources)
+            labels.support, labels.disagreement, labels.instability, labels.confidence, labels.self_disagreement,
+            labels.excluded, box_sources, sources)
     ]
     return {"rows": rows, "boxes": boxes, "points": points, "valid": valid}

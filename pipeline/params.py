@@ -147,7 +147,7 @@ class FacesParams(_Block):
     max_gap: NonNegInt
     max_shift: NonNegFloat
     min_track_frames: PosInt
-    main_face: Literal["longest", "largest", "central"]
+    main_face: Literal["salient", "longest", "largest", "central"]
     cut_threshold: Annotated[float, Field(gt=0)]
     track_landmarks: LandmarkModelName | None
     landmark_min_confidence: Fraction
@@ -156,8 +156,29 @@ class FacesParams(_Block):
     smooth_max_shift: NonNegFloat
 
 
+TTAMode = Literal["none", "mirror", "mirror_jitter"]
+#: A known perturbation of the self-checks: box centre shift (dx, dy) × the box sides, side scale, turn (degrees).
+JitterBox = Annotated[tuple[Annotated[float, Field(ge=-0.5, le=0.5)], Annotated[float, Field(ge=-0.5, le=0.5)],
+                            Annotated[float, Field(gt=0.5, lt=2.0)], Annotated[float, Field(ge=-45, le=45)]],
+                      BeforeValidator(_as_tuple)]
+
+
+def _tta_keys(value: dict[str, TTAMode]) -> dict[str, TTAMode]:
+    if "default" not in value:
+        raise PydanticCustomError("tta_default", "needs a 'default' entry (the mode of every model not listed)")
+    for name in value:
+        problem = None if name == "default" else registry.unknown_name(
+            name, registry.LANDMARK_MODELS, registry.FIVE_POINT_MODELS)
+        if problem:
+            raise PydanticCustomError("unknown_name", "{problem}", {"problem": problem})
+    return value
+
+
 class LabelParams(_Block):
     models: Annotated[tuple[LabelModelName, ...], BeforeValidator(_as_tuple)]
+    mirror_check: bool  # each model also labels the mirrored crop (mapped back: the mirror self-check)
+    jitter_boxes: Annotated[tuple[JitterBox, ...], BeforeValidator(_as_tuple)]  # the box-jitter self-check
+    tta: Annotated[dict[str, TTAMode], AfterValidator(_tta_keys)]  # which passes are averaged into a model's label
 
 
 class ModelsParams(_Block):
@@ -176,7 +197,10 @@ class ScoreParams(_Block):
     smooth_window: PosInt
     smooth_order: NonNegInt
     offsets: bool
-    weights: dict[Literal["disagreement", "instability", "confidence", "valid_share"], NonNegFloat]
+    # a model whose mirror or jitter self-disagreement on a frame exceeds this (inter-ocular units) does not vote there
+    max_self_disagreement: Annotated[float, Field(gt=0)]
+    weights: dict[Literal["disagreement", "instability", "self_disagreement", "confidence", "valid_share"],
+                  NonNegFloat]
 
 
 class AnnotateParams(_Block):

@@ -143,7 +143,8 @@ def load_overlay(video_id: str, manifests: Path, params: ScoreParams) -> Overlay
     landmarks = read_video_rows(manifests / "landmarks.parquet", "landmarks", video_id)
     models: tuple[tuple[str, str, np.ndarray], ...] = ()
     if landmarks is not None and len(landmarks):
-        pts, names, families, _ = model_points(landmarks, frames)
+        _mp = model_points(landmarks, frames)
+        pts, names, families = _mp.points, _mp.models, _mp.families
         models = tuple((m, f, pts[:, i]) for i, (m, f) in enumerate(zip(names, families)))
     consensus = np.full((n, 98, 2), np.nan, np.float32)
     valid = np.zeros(n, bool)

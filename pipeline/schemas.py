@@ -138,7 +138,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("wflw98", POINTS, nullable=False),
         pa.field("mask", pa.list_(pa.bool_()), nullable=False),
         pa.field("licence", pa.string()),
+        pa.field("mirror_disagreement", pa.float32()),
+        pa.field("jitter_disagreement", pa.float32()),
     ], common_scheme="wflw98", mask="mask[i] is True where the model's native points define WFLW-98 point i",
+        points="the model's native points from its crop of the box as given",
+        wflw98="the label: WFLW-98 points of the passes that the model's label.tta mode averages (plain, mirrored, "
+               "jittered)",
+        mirror_disagreement="self-check, no ground truth: mean distance (inter-ocular units) between the plain pass "
+                            "and the pass on the mirrored crop mapped back (left/right permuted); null: not run",
+        jitter_disagreement="self-check: mean distance of the passes from label.jitter_boxes to the plain pass; "
+                            "null: not run",
         frames="rows only for frames whose face box is valid and where the model found the face",
         licence="licence and terms of the model's weights (pipeline.models_store)"),
     "scores": _schema("scores", [
@@ -152,15 +161,19 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("disagreement", pa.float32()),
         pa.field("instability", pa.float32()),
         pa.field("confidence", pa.float32()),
+        pa.field("self_disagreement", pa.float32()),
         pa.field("frame_valid", pa.list_(pa.bool_())),
         pa.field("frame_disagreement", pa.list_(pa.float32())),
         pa.field("frame_instability", pa.list_(pa.float32())),
         pa.field("frame_confidence", pa.list_(pa.float32())),
+        pa.field("frame_self_disagreement", pa.list_(pa.float32())),
         pa.field("rank", pa.int32()),
         pa.field("subset", pa.string()),
     ], uncertainty="the per-video score (pipeline.uncertainty.video_score, weights in params score.weights): "
-                   "w_d*disagreement + w_i*instability + w_c*(1 - confidence) + w_v*(1 - valid_share)",
-        components="disagreement, instability: means over valid frames (inter-ocular units); confidence: mean face "
+                   "w_d*disagreement + w_i*instability + w_s*self_disagreement + w_c*(1 - confidence) + "
+                   "w_v*(1 - valid_share)",
+        components="disagreement, instability, self_disagreement (the voting models' mirror/jitter self-checks): "
+                   "means over valid frames (inter-ocular units); confidence: mean face "
                    "detector score over valid frames; frame_*: the same per clip frame (NaN where not defined), so "
                    "the score can be re-run without the models",
         status_unlabelable="fewer than score.min_valid_share of the frames are valid: no score, never hard",
@@ -179,6 +192,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("support", pa.list_(pa.int8())),
         pa.field("instability", pa.float32()),
         pa.field("confidence", pa.float32()),
+        pa.field("self_disagreement", pa.float32()),
+        pa.field("excluded_models", pa.int16()),
         pa.field("box_source", pa.string()),
         pa.field("label_source", pa.string()),
     ], landmark_scheme="wflw98",
@@ -187,6 +202,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         valid="box valid (faces stage), >= score.min_families families agree, on >= score.min_point_agreement of "
               "the points, and no collapse; invalid frames are kept with valid=false, never dropped (null: written by "
               "an older writer)",
+        self_disagreement="the voting models' mean self-check disagreement (mirror, box jitter; inter-ocular units)",
+        excluded_models="models that labelled the frame but did not vote: their self-disagreement passed "
+                        "score.max_self_disagreement",
         n_models="models that labelled this frame", support="per WFLW-98 point, families within the agreement "
                                                               "distance of the consensus",
         label_source="human (a person's points from corrections/, valid) | propagated (the pseudo-label plus the "

@@ -37,8 +37,8 @@ from pipeline.landmarks.consensus import ConsensusModel, family_points, load_con
 from pipeline.manifest import points_array
 from pipeline.params import ScoreParams
 
-__all__ = ["VideoLabels", "model_points", "video_labels", "smooth_shapes", "video_score", "select_subsets",
-           "COMPONENTS"]
+__all__ = ["VideoLabels", "ModelPoints", "model_points", "video_labels", "smooth_shapes", "video_score",
+           "select_subsets", "COMPONENTS"]
 
 #: Per-video score components, each a mean over valid frames (confidence and valid share enter as 1 − value).
 COMPONENTS = ("disagreement", "instability", "confidence", "valid_share")
@@ -61,23 +61,39 @@ class VideoLabels:
     disagreement: np.ndarray  # (F,) NaN where fewer than two families labelled
     instability: np.ndarray  # (F,) NaN where the frame is not valid
     confidence: np.ndarray  # (F,) NaN where no model gives a confidence
+    self_disagreement: np.ndarray  # (F,) the voting models' mean self-check disagreement (NaN where none ran)
+    excluded: np.ndarray  # (F,) models that labelled the frame but failed their self-checks (no vote)
     models: tuple[str, ...]
     families: tuple[str, ...]
 
 
-def model_points(rows: pa.Table, frames: np.ndarray) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
-    """One video's ``landmarks`` rows as arrays over ``frames``.
+@dataclass(frozen=True)
+class ModelPoints:
+    """One video's ``landmarks`` rows as arrays over its frames (M models)."""
 
-    Returns points (F, M, 98, 2) NaN where a model did not label a frame or does not define a point, the M model
-    names, each model's family, and confidences (F, M) (NaN where none).
-    """
+    points: np.ndarray  # (F, M, 98, 2) NaN where a model did not label a frame or does not define a point
+    models: list[str]
+    families: list[str]  # each model's family
+    confidence: np.ndarray  # (F, M) NaN where none
+    mirror: np.ndarray  # (F, M) mirror self-disagreement (inter-ocular units), NaN where not run
+    jitter: np.ndarray  # (F, M) box-jitter self-disagreement, NaN where not run
+
+    def self_disagreement(self) -> np.ndarray:
+        """(F, M) the larger of the two self-checks (NaN where neither ran)."""
+        both = np.stack([self.mirror, self.jitter])
+        return np.where(np.isfinite(both).any(axis=0), np.nanmax(np.nan_to_num(both, nan=-np.inf), axis=0), np.nan)
+
+
+def model_points(rows: pa.Table, frames: np.ndarray) -> ModelPoints:
+    """One video's ``landmarks`` rows as arrays over ``frames`` (see :class:`ModelPoints`)."""
     names = list(dict.fromkeys(rows.column("model").to_pylist()))
     fam_of = dict(zip(rows.column("model").to_pylist(), rows.column("family").to_pylist()))
     pos = {int(f): i for i, f in enumerate(frames)}
     out = np.full((len(frames), len(names), 98, 2), np.nan, np.float32)
     conf = np.full((len(frames), len(names)), np.nan, np.float32)
+    checks = {c: np.full((len(frames), len(names)), np.nan, np.float32) for c in ("mirror", "jitter")}
     if len(rows) == 0:
-        return out, names, [fam_of[n] for n in names], conf
+        return ModelPoints(out, names, [fam_of[n] for n in names], conf, checks["mirror"], checks["jitter"])
     wflw = points_array(rows.column("wflw98"))
     mask = np.asarray(rows.column("mask").combine_chunks().flatten().to_numpy(zero_copy_only=False),
                       bool).reshape(len(rows), -1)
@@ -87,7 +103,19 @@ def model_points(rows: pa.Table, frames: np.ndarray) -> tuple[np.ndarray, list[s
     out[fi[keep], mi[keep]] = np.where(mask[keep, :, None], wflw[keep], np.nan)
     c = np.array([np.nan if v is None else v for v in rows.column("confidence").to_pylist()], np.float32)
     conf[fi[keep], mi[keep]] = c[keep]
-    return out, names, [fam_of[n] for n in names], conf
+    for check, values in checks.items():
+        column = f"{check}_disagreement"
+        if column in rows.column_names:
+            v = np.array([np.nan if x is None else x for x in rows.column(column).to_pylist()], np.float32)
+            values[fi[keep], mi[keep]] = v[keep]
+    return ModelPoints(out, names, [fam_of[n] for n in names], conf, checks["mirror"], checks["jitter"])
+
+
+def _row_mean(values: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of the finite ``values`` (F, M) where ``use``; NaN where there is none."""
+    ok = use & np.isfinite(values)
+    count = ok.sum(axis=1)
+    return np.where(count > 0, np.where(ok, values, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -156,8 +184,15 @@ def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = N
         box_valid = np.ones(len(frames), bool)
         boxes = np.full((len(frames), 4), np.nan)
     model = model or load_consensus_model(use_offsets=params.offsets)
-    pts, names, fams, conf = model_points(rows, frames)
+    mp = model_points(rows, frames)
+    pts, names, fams, conf = mp.points, mp.models, mp.families, mp.confidence
     labelled = np.isfinite(pts).all(axis=-1).any(axis=-1)  # (F, M)
+    # a model that disagrees with itself (mirror, box jitter) by more than the threshold does not vote on that frame
+    self_dis = mp.self_disagreement()
+    excluded = labelled & (np.nan_to_num(self_dis, nan=0.0) > params.max_self_disagreement)
+    pts = np.where(excluded[..., None, None], np.nan, pts)
+    voting = labelled & ~excluded
+    frame_self = _row_mean(self_dis, voting)
     fam_pts, fam_names = family_points(pts, fams)
     result = robust_consensus(fam_pts, fam_names, model)
     fam_labelled = np.isfinite(fam_pts).all(axis=-1).any(axis=-1)  # (F, K)
@@ -191,6 +226,7 @@ def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = N
         agreeing=agreeing.astype(np.int16), point_agreement=point_agreement, support=result.support,
         disagreement=spread,
         instability=np.where(valid, jitter, np.nan), confidence=confidence.astype(np.float64),
+        self_disagreement=frame_self, excluded=excluded.sum(axis=1).astype(np.int16),
         models=tuple(names), families=tuple(fam_names),
     )
 
@@ -213,8 +249,10 @@ def video_score(video_id: str, labels: VideoLabels, params: ScoreParams) -> dict
         "video_id": video_id, "n_frames": n, "n_models": len(labels.models), "n_families": len(labels.families),
         "valid_share": valid_share, "disagreement": _mean(labels.disagreement, labels.valid),
         "instability": _mean(labels.instability, labels.valid), "confidence": _mean(labels.confidence, labels.valid),
+        "self_disagreement": _mean(labels.self_disagreement, labels.valid),
         "frame_valid": labels.valid.tolist(), "frame_disagreement": labels.disagreement.astype(np.float32),
         "frame_instability": labels.instability.astype(np.float32),
+        "frame_self_disagreement": labels.self_disagreement.astype(np.float32),
         "frame_confidence": labels.confidence.astype(np.float32),
     }
     if labels.n_models.any() and len(labels.families) < params.min_families:
@@ -232,6 +270,7 @@ def aggregate(row: dict[str, Any], params: ScoreParams) -> float:
     """The per-video score from its components (a ``scores`` row): the weighted sum documented in params.yaml."""
     w: dict[str, float] = {str(k): v for k, v in params.weights.items()}
     terms = {"disagreement": row["disagreement"], "instability": row["instability"],
+             "self_disagreement": row.get("self_disagreement", float("nan")),
              "confidence": 1.0 - row["confidence"], "valid_share": 1.0 - row["valid_share"]}
     return float(sum(w.get(k, 0.0) * (float(v) if np.isfinite(v) else 0.0) for k, v in terms.items()))
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.cli import StageOutputs, VideoTask, run_cached_stage, run_stage, setup_logging, skipped_row, stage_parser
-from pipeline.landmarks.label import available_models, label_video
+from pipeline.landmarks.label import SelfChecks, available_models, label_video
 from pipeline.manifest import ManifestError, boxes_array, float_provenance, iter_videos, read_table, read_video
 from pipeline.params import stage_params
 from pipeline.runcache import StageCache, cache_root, file_digest, table_digest
@@ -23,12 +23,12 @@ from pipeline.runcache import StageCache, cache_root, file_digest, table_digest
 log = logging.getLogger("stages.label")
 
 
-def _label(item: dict[str, Any], work_dir: Path, faces: str, models: list[str]) -> dict[str, Any]:
+def _label(item: dict[str, Any], work_dir: Path, faces: str, models: list[str], checks: SelfChecks) -> dict[str, Any]:
     t = read_video(faces, "faces", item["video_id"])
     # frames without a valid box (source "none", or held past a track end) are not labelled at all
     return label_video(item["video_id"], item["path"], boxes_array(t), models,
                        np.asarray(t.column("valid").to_numpy(zero_copy_only=False), bool),
-                       np.asarray(t.column("roll").to_numpy(zero_copy_only=False), np.float64))
+                       np.asarray(t.column("roll").to_numpy(zero_copy_only=False), np.float64), checks=checks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                for s in read_table(args.faces_status, "video_status").to_pylist() if s["status"] != "ok"]
     outputs = StageOutputs("video_status", Path(args.status_out), "landmarks", Path(args.out))
     run_cached_stage("label", _label, tasks, skipped, stage_params("cluster", args.params), cache, outputs,
-                     frames_metadata=float_provenance(), faces=str(Path(args.faces).resolve()), models=models)
+                     frames_metadata=float_provenance(), faces=str(Path(args.faces).resolve()), models=models,
+                     checks=SelfChecks(params.mirror_check, params.jitter_boxes, dict(params.tta)))
     return 0
 
 

@@ -45,18 +45,25 @@ CROP_MODES: tuple[CropMode, ...] = ("given", "measured", "refined")
 
 @dataclass(frozen=True)
 class BoxMap:
-    """A box from another ``(x1, y1, x2, y2)``: the centre moves by ``(dx, dy)`` × the source's width and height,
-    the sides scale by ``(sw, sh)``."""
+    """A box from another ``(x1, y1, x2, y2)``: the centre moves by ``(dx + dx_yaw × yaw, dy)`` × the source's
+    width and height, the sides scale by ``(sw, sh)``.
+
+    ``yaw`` is the face's signed turn as its landmarks show it (:meth:`LandmarkModel.yaw`): a reference box sits
+    to one side of the landmarks for a face turned one way and to the other side for its mirror image, so a
+    horizontal offset must change sign with the turn; a constant ``dx`` would push the box of every face turned the
+    other way to the wrong side. Maps are fitted on faces *and their mirror images*, which makes the constant
+    ``dx`` 0."""
 
     dx: float = 0.0
     dy: float = 0.0
     sw: float = 1.0
     sh: float = 1.0
+    dx_yaw: float = 0.0
 
-    def __call__(self, box: np.ndarray) -> np.ndarray:
+    def __call__(self, box: np.ndarray, yaw: float = 0.0) -> np.ndarray:
         x1, y1, x2, y2 = (float(v) for v in box)
         w, h = x2 - x1, y2 - y1
-        cx, cy = (x1 + x2) / 2 + self.dx * w, (y1 + y2) / 2 + self.dy * h
+        cx, cy = (x1 + x2) / 2 + (self.dx + self.dx_yaw * yaw) * w, (y1 + y2) / 2 + self.dy * h
         hw, hh = self.sw * w / 2, self.sh * h / 2
         return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)
 
@@ -107,6 +114,7 @@ class LandmarkModel(ABC):
     scheme: str
     version: str
     eyes: tuple[tuple[int, ...], tuple[int, ...]]  # native indices of the image-left and image-right eye
+    nose_tip: int | None = None  # native index of the nose tip (the yaw estimate); None: no yaw
     min_roll_deg = 5.0
     crop: CropMode = "given"
     convention: CropConvention = CropConvention()
@@ -128,6 +136,18 @@ class LandmarkModel(ABC):
             return points, confidence
         roll = self._roll(points)
         return self._predict_rolled(rgb, self._box_from_points(points, roll), roll)
+
+    def yaw(self, points: np.ndarray) -> float:
+        """Signed turn of the face from its native points: the nose tip's offset from the eyes' midpoint along the
+        eye line, in eye distances (0 frontal; its sign flips in the mirror image; 0 without a nose tip)."""
+        if self.nose_tip is None:
+            return 0.0
+        left, right = points[list(self.eyes[0])].mean(axis=0), points[list(self.eyes[1])].mean(axis=0)
+        axis = (right - left).astype(np.float64)
+        distance = float(np.hypot(*axis))
+        if not np.isfinite(distance) or distance <= 0:
+            return 0.0
+        return float((points[self.nose_tip] - (left + right) / 2) @ axis / distance**2)
 
     def _roll(self, points: np.ndarray) -> float:
         """Eye-line angle (degrees, image y down) of native points."""
@@ -160,7 +180,7 @@ class LandmarkModel(ABC):
         centre = points.mean(axis=0)
         upright = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), roll, 1.0)
         turned = apply_affine(points, upright)
-        box = self.convention.from_points(np.r_[turned.min(axis=0), turned.max(axis=0)])
+        box = self.convention.from_points(np.r_[turned.min(axis=0), turned.max(axis=0)], self.yaw(points))
         mid = (box[:2] + box[2:]) / 2
         back = cv2.invertAffineTransform(upright)
         shift = apply_affine(mid, back) - mid
@@ -175,6 +195,7 @@ class DlibERT68(LandmarkModel):
 
     name, family, scheme, version = "dlib_68", "dlib_ert", "ibug68", "dlib-20.0.1/shape_predictor_68"
     eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
+    nose_tip = 30
 
     def __init__(self) -> None:
         import dlib
@@ -197,6 +218,7 @@ class MediaPipeFaceMesh(LandmarkModel):
     name, family, scheme, version = "mediapipe_mesh_v2", "mediapipe_mesh", "mesh468", "mediapipe-0.10.21/face_landmark"
     model_key = "mediapipe_face_mesh_v2"  # the models_store entry holding the .tflite
     eyes = ((33, 133, 159, 145), (263, 362, 386, 374))
+    nose_tip = 4
     input_size = 192
     scale = 1.5
 
@@ -248,6 +270,7 @@ class FaceApi68(LandmarkModel):
     name, family, scheme = "faceapi_68", "faceapi_cnn", "ibug68"
     version = "@vladmandic/face-api-1.7.15/face_landmark_68_model"
     eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
+    nose_tip = 30
     weights_key = "faceapi_68"  # models_store keys: the .bin, and the manifest under "<key>_manifest"
     crop_scale = 1.3
 
@@ -312,6 +335,7 @@ class PeppaSlim160(LandmarkModel):
     version = "ainrichman/Peppa-Facial-Landmark-PyTorch@2380633/slim_160_latest"
     model_key = "peppa_slim_160"
     eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
+    nose_tip = 30
     input_size = 160
     crop_scale = (1.4, 1.6)  # × the landmarks' bounding box (width, height)
     pad_value = 127

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,23 @@ import cv2
 import numpy as np
 
 from ldeq.geometry import apply_affine
-from ldeq.wflw import INTEROCULAR
+from ldeq.wflw import FLIP_PERMUTATION, INTEROCULAR
 from pipeline.cluster import worker_cached
-from pipeline.landmarks.adapters import CropMode, LandmarkModel, create_landmark_model
+from pipeline.landmarks.adapters import BoxMap, CropMode, LandmarkModel, create_landmark_model
 from pipeline.landmarks.fivepoint import FIVE_POINT_MODELS, create_five_point_model
-from pipeline.landmarks.schemes import scheme_map
+from pipeline.landmarks.schemes import SchemeMap, scheme_map
 from pipeline.models_store import MODEL_FILES, ModelUnavailable
 from pipeline.video import frame_rgb
 
-__all__ = ["available_models", "create_model", "model_licence", "label_video", "CONTEXT"]
+__all__ = ["available_models", "create_model", "model_licence", "label_video", "checked_label", "CheckedLabel",
+           "tta_points", "SelfChecks", "NO_CHECKS", "CONTEXT"]
 
 log = logging.getLogger(__name__)
 
 #: Canvas side / face-box side: covers the detectors' 2× crop and MediaPipe's 1.5× crop at any rotation (1.5 √2).
 CONTEXT = 2.2
+#: WFLW-98's pupils: the self-checks' normaliser for schemes without eye corners.
+PUPILS = (96, 97)
 #: Pre-rotate the canvas when the roll estimate is at least this (the landmark adapters' own threshold).
 MIN_ROLL_DEG = 5.0
 
@@ -68,8 +72,10 @@ def available_models(names: tuple[str, ...] | list[str]) -> tuple[list[str], dic
         try:
             worker_cached(_cache_key(name, None), partial(create_model, name))
             ok.append(name)
-        except (ModelUnavailable, KeyError, ImportError) as err:
-            missing[name] = str(err)
+        except (ModelUnavailable, KeyError, ImportError, RuntimeError, MemoryError, OSError) as err:
+            from pipeline.runcache import failure_status  # one reading of failures for every stage
+
+            missing[name] = failure_status(err, f"model {name}")["error"]
     return ok, missing
 
 
@@ -108,16 +114,129 @@ def _roll_of(wflw: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(d[1], d[0])))
 
 
+@dataclass(frozen=True)
+class SelfChecks:
+    """The truth-free self-checks every model runs per frame, and which passes its label averages.
+
+    Attributes:
+        mirror: also label the mirrored canvas (box mirrored), mapped back and left/right-permuted.
+        jitter_boxes: known perturbations ``(dx, dy, scale, angle)``: the box centre shifted by ``(dx, dy)`` × its
+            sides, its sides scaled, the canvas turned by ``angle`` degrees about it (warp equivariance).
+        tta: model name (or ``"default"``) → ``none`` | ``mirror`` | ``mirror_jitter``: the passes averaged into
+            the stored WFLW-98 label.
+    """
+
+    mirror: bool = True
+    jitter_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    tta: dict[str, str] = field(default_factory=lambda: {"default": "none"})
+
+    def mode(self, model: str) -> str:
+        return self.tta.get(model, self.tta.get("default", "none"))
+
+
+#: No self-check passes: one pass per model, as the label stage ran before the checks (benchmarks compare).
+NO_CHECKS = SelfChecks(mirror=False)
+
+
+@dataclass(frozen=True)
+class CheckedLabel:
+    """One model's label of one frame with its self-checks (WFLW-98 points in frame pixels)."""
+
+    native: np.ndarray  # (K, 2) the model's own points from the box as given (frame pixels)
+    confidence: float | None
+    wflw98: np.ndarray  # (98, 2) the label: the passes of the model's TTA mode averaged
+    mirror: float  # mean distance of the plain and the mirrored pass over the points, inter-ocular units (NaN: off)
+    jitter: float  # mean distance of the jittered passes from the plain one (NaN: off)
+    passes: dict[str, list[np.ndarray]]  # "plain", "mirror", "jitter": each pass's WFLW-98 points (benchmarks)
+
+
+def tta_points(passes: dict[str, list[np.ndarray]], mode: str, mask: np.ndarray) -> np.ndarray:
+    """The label of TTA ``mode`` from the passes: the plain pass (``none``), averaged with the mirrored one
+    (``mirror``) and the jittered ones (``mirror_jitter``); points outside ``mask`` are 0."""
+    use = passes["plain"] + (passes["mirror"] if mode in ("mirror", "mirror_jitter") else []) \
+        + (passes["jitter"] if mode == "mirror_jitter" else [])
+    wflw = np.mean(use, axis=0).astype(np.float32)
+    wflw[~mask] = 0.0
+    return wflw
+
+
+def _distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray, scale: float) -> float:
+    if not (np.isfinite(scale) and scale > 0):
+        return float("nan")
+    return float(np.linalg.norm(a[mask] - b[mask], axis=-1).mean() / scale)
+
+
+def _warped_predict(adapter: LandmarkModel, canvas: np.ndarray, box: np.ndarray, angle: float) -> np.ndarray:
+    """The model's points on ``canvas`` turned by ``angle`` degrees about the box centre, mapped back (a known warp:
+    an equivariant model gives the same points)."""
+    if angle == 0.0:
+        return adapter.predict(canvas, box)[0]
+    centre = (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2)
+    turn = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    turned = cv2.warpAffine(canvas, turn, (canvas.shape[1], canvas.shape[0]), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    points, _ = adapter.predict(turned, box)
+    return apply_affine(points.astype(np.float64), cv2.invertAffineTransform(turn))
+
+
+def checked_label(adapter: LandmarkModel, smap: SchemeMap, canvas: np.ndarray, box: np.ndarray,
+                  to_frame: np.ndarray, checks: SelfChecks) -> CheckedLabel | None:
+    """Label ``canvas`` from ``box`` (canvas pixels) with ``adapter`` and run its self-checks; None where the
+    model finds no face.
+
+    The mirror pass flips the canvas about its centre column (pixel centres at integers, as every adapter cuts
+    its crop), so a model that treats both sides of a face alike gives the same points back after the flip and the
+    scheme's left/right permutation: what it gives instead is its orientation bias. Jitter passes measure how much
+    a small, known change of the box moves the points.
+    """
+    def to_wflw(native: np.ndarray) -> np.ndarray:
+        frame_pts = apply_affine(native.astype(np.float64), to_frame)
+        return np.asarray(smap.weights @ frame_pts)
+
+    native, confidence = adapter.predict(canvas, box)
+    if not np.isfinite(native).all():
+        return None
+    native_frame = apply_affine(native.astype(np.float64), to_frame).astype(np.float32)
+    base = to_wflw(native)
+    mask = smap.mask
+    # inter-ocular units; a scheme without the outer eye corners (a detector's 5 points) uses its pupils instead
+    a, b = INTEROCULAR if mask[INTEROCULAR[0]] and mask[INTEROCULAR[1]] else PUPILS
+    scale = float(np.linalg.norm(base[b] - base[a])) if mask[a] and mask[b] else float("nan")
+    passes: dict[str, list[np.ndarray]] = {"plain": [base], "mirror": [], "jitter": []}
+    mirror, jitter = float("nan"), float("nan")
+    if checks.mirror:
+        width = canvas.shape[1]
+        flipped = np.ascontiguousarray(canvas[:, ::-1])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        mirrored, _ = adapter.predict(flipped, np.array([width - 1 - x2, y1, width - 1 - x1, y2], np.float32))
+        if np.isfinite(mirrored).all():
+            back = mirrored.astype(np.float64)
+            back[:, 0] = width - 1 - back[:, 0]
+            unflipped = to_wflw(back)[FLIP_PERMUTATION]
+            mirror = _distance(base, unflipped, mask, scale)
+            passes["mirror"].append(unflipped)
+    for dx, dy, side, angle in checks.jitter_boxes:
+        points = _warped_predict(adapter, canvas, BoxMap(dx, dy, side, side)(box), angle)
+        if np.isfinite(points).all():
+            passes["jitter"].append(to_wflw(points))
+    if passes["jitter"]:
+        jitter = float(np.mean([_distance(base, p, mask, scale) for p in passes["jitter"]]))
+    wflw = tta_points(passes, checks.mode(adapter.name), mask)
+    return CheckedLabel(native_frame, confidence, wflw, mirror, jitter, passes)
+
+
 def label_video(video_id: str, clip_path: str | Path, boxes: list[list[float]] | np.ndarray, models: list[str],
                 valid: list[bool] | np.ndarray | None = None,
-                rolls: list[float | None] | np.ndarray | None = None, crop: CropMode | None = None) -> dict[str, Any]:
+                rolls: list[float | None] | np.ndarray | None = None, crop: CropMode | None = None,
+                checks: SelfChecks = NO_CHECKS) -> dict[str, Any]:
     """Return ``{"status": video_status row, "rows": landmarks rows}``; never raises for a bad video.
 
     ``boxes[k]`` is the main-face box of clip frame ``k``; models run only where ``valid[k]`` (default: where the box
     is finite). ``rolls[k]`` (degrees, NaN/None unknown) is the faces stage's head roll, used to cut the canvas
     upright; where it is unknown the previous labelled frame's roll is used. A model that finds no face in a frame
     (a detector missing it) gives no row there. ``crop`` overrides every model's crop mode (benchmarks compare
-    them); None uses the modes stored in ``conventions.json``.
+    them); None uses the modes stored in ``conventions.json``. ``checks``: the self-checks each model runs per frame
+    (their disagreements are stored per row) and the passes its label averages.
     """
     started = time.monotonic()
     status: dict[str, Any] = {"stage": "label", "video_id": video_id}
@@ -145,26 +264,24 @@ def label_video(video_id: str, clip_path: str | Path, boxes: list[list[float]] |
                 canvas, local, to_frame = _canvas(frame, box_arr[index], roll)
                 frame_rolls = []
                 for adapter, smap, info in zip(adapters, maps, meta):
-                    native, confidence = adapter.predict(canvas, local)
-                    if not np.isfinite(native).all():
+                    label = checked_label(adapter, smap, canvas, local, to_frame, checks)
+                    if label is None:
                         continue
-                    native = apply_affine(native.astype(np.float64), to_frame).astype(np.float32)
-                    wflw = (smap.weights @ native).astype(np.float32)
                     if smap.mask[INTEROCULAR[0]] and smap.mask[INTEROCULAR[1]]:
-                        frame_rolls.append(_roll_of(wflw))
-                    wflw[~smap.mask] = 0.0
-                    rows.append({"video_id": video_id, "frame": index, **info, "points": native,
-                                 "confidence": confidence, "wflw98": wflw, "mask": smap.mask})
+                        frame_rolls.append(_roll_of(label.wflw98))
+                    rows.append({"video_id": video_id, "frame": index, **info, "points": label.native,
+                                 "confidence": label.confidence, "wflw98": label.wflw98, "mask": smap.mask,
+                                 "mirror_disagreement": label.mirror, "jitter_disagreement": label.jitter})
                 if frame_rolls:
                     prev_roll = float(np.median(frame_rolls))
         if n_frames != n:
             raise ValueError(f"clip has {n_frames} frames but the faces manifest has {n}")
         status.update(status="ok", error=None, n_frames=n_frames)
-    except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
-        status.update(status="decode_error", error=f"{clip_path}: {err}")
-        rows = []
-    except (ModelUnavailable, RuntimeError) as err:
-        status.update(status="model_error", error=f"{type(err).__name__}: {err}")
+    except (av.error.FFmpegError, OSError, ValueError, IndexError, RuntimeError, MemoryError) as err:
+        from pipeline.runcache import failure_status  # media it cannot decode is a fact; a model, memory or the file
+        # system failing (ModelUnavailable is a RuntimeError) is a fault of this run, reported and never stored
+
+        status.update(failure_status(err, clip_path))
         rows = []
     status["seconds"] = round(time.monotonic() - started, 3)
     return {"status": status, "rows": rows}

@@ -80,6 +80,30 @@ def test_a_family_far_off_makes_the_frame_disagree_but_stay_valid(tmp_path):
     assert labels.disagreement[3] > 3 * np.delete(labels.disagreement, 3).max()
 
 
+def test_a_model_that_fails_its_self_checks_does_not_vote_and_raises_the_uncertainty(tmp_path):
+    rows = landmark_rows("v", 0.3, families=(*FAMILIES, ("d", "fd", 0.0)))
+    for r in rows:
+        r["mirror_disagreement"], r["jitter_disagreement"] = 0.02, 0.01
+        if r["model"] == "d" and r["frame"] == 2:
+            r["wflw98"] = r["wflw98"] + [0.0, 8.0]  # off by 0.2 inter-ocular distances ...
+            r["mirror_disagreement"] = 0.4  # ... and it changes its mind on the mirrored face: no vote
+    labels = labels_of(tmp_path, rows, face_rows("v"))
+    assert labels.excluded.tolist() == [0, 0, 1, 0, 0, 0]
+    assert labels.n_models[2] == 4 and labels.agreeing[2] == 3  # it labelled the frame, three families voted
+    assert np.abs(labels.raw[2] - shape()).max() < 1e-4  # no pull at all, not just voted down
+    assert np.isclose(labels.self_disagreement[2], 0.02) and np.isclose(labels.self_disagreement[0], 0.02)
+    # the same rows without the failing check: the model votes and pulls the consensus
+    for r in rows:
+        r["mirror_disagreement"] = 0.02
+    voted = labels_of(tmp_path, rows, face_rows("v"))
+    assert voted.excluded.sum() == 0 and np.abs(voted.raw[2] - shape()).max() > 1e-3
+    row = video_score("v", labels, P)
+    assert np.isclose(row["self_disagreement"], 0.02) and len(row["frame_self_disagreement"]) == 6
+    assert row["uncertainty"] > video_score("v", labels, stage_params(
+        "score", PROJECT_PARAMS, n_hard=1, smooth_window=1, weights={"disagreement": 1.0, "instability": 1.0}))[
+        "uncertainty"]
+
+
 def test_two_families_agreeing_on_different_halves_is_not_a_valid_frame(tmp_path):
     # frame 3: family a is right on points 0..59 only, b on 38..97 only, c nowhere. Each of a and b agrees with the
     # consensus by its median distance, but only points 38..59 are backed by two families: no majority drew this shape

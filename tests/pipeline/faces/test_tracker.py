@@ -73,6 +73,20 @@ def test_main_face_rules(rule, expected):
     assert np.allclose(chosen.boxes[0], faces[expected][0])
 
 
+def test_salient_rule_takes_the_framed_face_of_a_group_photo_not_the_one_missed_once_less():
+    # a group photo: every face is there throughout; the detector misses each face but the small one at the edge once
+    faces = {"edge": [0, 0, 24, 24], "framed": [130, 90, 190, 150], "side": [250, 100, 290, 140]}
+    missed = {"framed": 4, "side": 6}
+    frames = [dets(*[box for name, box in faces.items() if missed.get(name) != k]) for k in range(10)]
+    tracks = link_tracks(frames, [], 0.3, 2, 0.6)
+    assert np.allclose(main_track(tracks, "longest", 2, (320, 240)).boxes[0], faces["edge"])
+    assert np.allclose(main_track(tracks, "salient", 2, (320, 240)).boxes[0], faces["framed"])
+    # a large face that is there for a moment does not take the clip from one there throughout
+    brief = [dets(faces["side"], *([[100, 60, 220, 180]] if k < 2 else [])) for k in range(10)]
+    assert np.allclose(main_track(link_tracks(brief, [], 0.3, 2, 0.6), "salient", 2, (320, 240)).boxes[0],
+                       faces["side"])
+
+
 def test_no_box_is_held_or_followed_past_max_gap():
     face = [100, 100, 140, 140]
     # detected 0..4, absent 5..24 (longer than max_gap), detected again 25..29
