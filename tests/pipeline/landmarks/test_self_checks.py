@@ -50,9 +50,9 @@ def test_a_horizontal_crop_offset_shows_in_the_mirror_check(astronaut):
     pooled = create_model("dlib_68")
     offset = create_model("dlib_68")
     track, points = pooled.convention.from_track, pooled.convention.from_points
-    assert track.dx == 0.0 and points.dx == 0.0
-    offset.convention = CropConvention(BoxMap(-0.0849, track.dy, track.sw, track.sh),
-                                       BoxMap(-0.1125, points.dy, points.sw, points.sh), pooled.crop)
+    assert abs(track.dx) < 0.01 and points.dx == 0.0 and points.dx_yaw > 0  # fitted on faces and their mirrors
+    offset.convention = CropConvention(BoxMap(-0.0849, 0.0477, 1.0742, 0.8312),  # conventions.json at 93aafc0
+                                       BoxMap(-0.1125, -0.1395, 1.0816, 1.1368), pooled.crop)
     with_offset = checked_label(offset, smap, astronaut, box, IDENTITY, checks).mirror
     without = checked_label(pooled, smap, astronaut, box, IDENTITY, checks).mirror
     assert with_offset > 0.1 > 0.03 > without
@@ -72,3 +72,17 @@ def test_jitter_check_is_zero_for_no_perturbation_and_grows_with_it(astronaut):
     # without TTA the label is the plain pass
     plain = checked_label(model, smap, astronaut, ASTRONAUT_BOX, IDENTITY, SelfChecks(mirror=False))
     assert np.array_equal(small.wflw98, plain.wflw98)
+
+
+def test_yaw_flips_sign_in_the_mirror_and_the_yaw_signed_box_map_is_mirror_symmetric(astronaut):
+    model = create_model("dlib_68")
+    points, _ = model.predict(astronaut, ASTRONAUT_BOX)
+    flipped, flipped_box = mirrored(astronaut, ASTRONAUT_BOX)
+    mirror_points, _ = model.predict(flipped, flipped_box)
+    yaw, mirror_yaw = model.yaw(points), model.yaw(mirror_points)
+    assert abs(yaw) > 0.02 and np.sign(yaw) == -np.sign(mirror_yaw) and abs(yaw + mirror_yaw) < 0.5 * abs(yaw)
+    box_map = BoxMap(0.0, -0.13, 1.08, 1.13, dx_yaw=0.43)
+    width = astronaut.shape[1]
+    there = box_map(ASTRONAUT_BOX, yaw)
+    back = box_map(flipped_box, -yaw)
+    assert np.allclose([width - 1 - back[2], back[1], width - 1 - back[0], back[3]], there, atol=1e-3)
