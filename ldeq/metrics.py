@@ -4,6 +4,10 @@
 * :func:`fr_auc`: failure rate and AUC of the CED curve up to a threshold (Simpson's rule).
 * :func:`video_nme`: one video's NME ×100, averaged over landmarks then frames.
 * :func:`nmf`: one video's normalised mean flicker (the code's ``video_NMJ``).
+* :func:`face_size`, :func:`nme_face_size`: NME normalised by the face size, √(width · height) of the true shape's
+  bounding box (the normaliser NMF uses, without its 1/256).
+* :func:`nad`: one video's normalised Allan deviation NAD(τ) of the landmark errors, a stability curve over
+  averaging lengths τ; NAD(1) = NMF/√2 where the face size is constant.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from scipy.integrate import simpson
 
 from ldeq.wflw import INTEROCULAR, interocular
 
-__all__ = ["nme", "fr_auc", "ced", "video_nme", "nmf", "acceleration_error"]
+__all__ = ["nme", "fr_auc", "ced", "video_nme", "nmf", "acceleration_error", "face_size", "nme_face_size",
+           "nad"]
 
 
 def _check(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +78,42 @@ def acceleration_error(pred: np.ndarray, gt: np.ndarray, norm_indices: tuple[int
     acc_g = gt[:-2] - 2 * gt[1:-1] + gt[2:]
     scale = interocular(gt[1:-1], norm_indices)
     return float(100 * (np.linalg.norm(acc_p - acc_g, axis=-1).mean(axis=-1) / scale).mean())
+
+
+def face_size(gt: np.ndarray) -> np.ndarray:
+    """√((max x − min x)(max y − min y)) of each true shape (..., L, 2): the face-size normaliser (pixels)."""
+    span = np.asarray(gt, np.float64).max(axis=-2) - np.asarray(gt, np.float64).min(axis=-2)
+    return np.sqrt(span[..., 0] * span[..., 1])
+
+
+def nme_face_size(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-image NME (N,) normalised by :func:`face_size` of the true shape (a fraction; ×100 for percent)."""
+    pred, gt = _check(pred, gt)
+    return np.linalg.norm(pred - gt, axis=-1).mean(axis=-1) / face_size(gt)
+
+
+def nad(pred: np.ndarray, gt: np.ndarray, taus: np.ndarray | list[int]) -> np.ndarray:
+    """Normalised Allan deviation of one video's landmark errors at each averaging length τ (frames), (len(taus),).
+
+    The error of frame n, u_n = 100 (p_n − g_n) / d_n, is in NMF's units (d_n = √(span_x · span_y / 256²) of frame
+    n's true shape), so real head motion, which the labels follow, is not counted. With ū_t(τ) the mean of
+    u_t … u_{t+τ−1}, the overlapping Allan variance is ½ · mean over t and landmarks of ‖ū_{t+τ} − ū_t‖², and NAD(τ)
+    its square root. NAD(1) is the root mean square frame-to-frame change over √2, i.e. NMF/√2 where d is constant;
+    larger τ show whether the error wanders slowly (drift: NAD grows or stays) or only flickers (white jitter: NAD
+    falls as 1/√τ). NaN where the video has fewer than 2τ frames.
+    """
+    pred, gt = _check(pred, gt)
+    span = gt.max(axis=1) - gt.min(axis=1)
+    scale = np.sqrt(span[:, 0] * span[:, 1] / 256.0**2)
+    err = 100 * (pred - gt) / scale[:, None, None]
+    cumulative = np.concatenate([np.zeros((1, *err.shape[1:])), np.cumsum(err, axis=0)])
+    out = np.full(len(taus), np.nan)
+    for k, tau in enumerate(int(t) for t in taus):
+        if tau < 1:
+            raise ValueError(f"NAD: averaging length {tau} must be >= 1 frame")
+        if len(err) < 2 * tau:
+            continue
+        means = (cumulative[tau:] - cumulative[:-tau]) / tau  # ū_t for t = 0 … F − τ
+        diff = means[tau:] - means[:-tau]
+        out[k] = np.sqrt(0.5 * np.mean(np.sum(diff**2, axis=-1)))
+    return out
