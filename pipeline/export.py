@@ -5,27 +5,39 @@ valid, model families agree on most points, no collapse). Invalid frames stay in
 nothing was measured) so frame ``k`` of every array is clip frame ``k``; readers must skip frames where ``valid`` is
 False.
 
+A second addition: ``uncertainty/<id>.npy`` (F,) float32, each valid frame's uncertainty (the per-video score's
+formula applied to that frame's components, :func:`frame_uncertainty`; NaN on invalid frames).
+
 The split travels with the export, as the official release ships it: ``hard_video_IDs.txt`` and
 ``easy_video_IDs.txt`` (one video id per line, the official lists' format), and ``split_uncertainty.csv`` with the
 uncertainty and its components that ranked each listed video (:func:`write_split`).
+
+``python -m pipeline.export fiftyone <name>`` loads the export into a FiftyOne video dataset
+(:mod:`pipeline.fiftyone_export`; the optional extra ``pip install .[fiftyone]``).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import logging
 import math
 import os
 import shutil
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.manifest import atomic_path, read_table
+from pipeline.params import ScoreParams
 from pipeline.sources import safe_video_id
+from pipeline.uncertainty import aggregate
 
-__all__ = ["export_wflw_v", "load_wflw_v", "write_split", "SPLIT_LISTS", "SPLIT_TABLE"]
+__all__ = ["export_wflw_v", "load_wflw_v", "write_split", "frame_uncertainty", "SPLIT_LISTS", "SPLIT_TABLE", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +55,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def export_wflw_v(root: Path, video_id: str, boxes: np.ndarray, landmarks: np.ndarray, clip: Path,
-                  valid: np.ndarray | None = None) -> None:
+                  valid: np.ndarray | None = None, uncertainty: np.ndarray | None = None) -> None:
     """Write one video in the layout LDEQ's ``test_LDEQ_WFLW_V.py`` reads, plus the per-frame ``valid`` flags.
 
     Args:
@@ -51,6 +63,8 @@ def export_wflw_v(root: Path, video_id: str, boxes: np.ndarray, landmarks: np.nd
         landmarks: (F, 98, 2) float32 WFLW-98 pixels (NaN where no model labelled the frame).
         clip: the trimmed clip; hard-linked when possible (same file system), else copied.
         valid: (F,) bool; None means every frame is valid.
+        uncertainty: (F,) per-frame uncertainty (:func:`frame_uncertainty`), written as ``uncertainty/<id>.npy``;
+            None writes none.
     """
     video_id = safe_video_id(video_id)
     if len(boxes) != len(landmarks):
@@ -61,6 +75,11 @@ def export_wflw_v(root: Path, video_id: str, boxes: np.ndarray, landmarks: np.nd
     _save_npy(root / "bboxes" / f"{video_id}.npy", np.asarray(boxes, np.float32))
     _save_npy(root / "landmarks" / f"{video_id}.npy", np.asarray(landmarks, np.float32))
     _save_npy(root / "valid" / f"{video_id}.npy", flags)
+    if uncertainty is not None:
+        values = np.asarray(uncertainty, np.float32)
+        if values.shape != (len(boxes),):
+            raise ValueError(f"{video_id}: {values.shape} uncertainty values for {len(boxes)} frames")
+        _save_npy(root / "uncertainty" / f"{video_id}.npy", values)
     target = root / "videos" / f"{video_id}.mp4"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.unlink(missing_ok=True)
@@ -116,3 +135,50 @@ def write_split(root: Path, scores: str | os.PathLike[str]) -> dict[str, list[st
         tmp.write_text(text.getvalue())
     return split
 
+
+
+def frame_uncertainty(score_row: Mapping[str, Any], params: ScoreParams, n_frames: int) -> np.ndarray:
+    """(``n_frames``,) per-frame uncertainty of a ``scores`` row: the per-video score's formula
+    (:func:`pipeline.uncertainty.aggregate`, weights ``score.weights``) applied to each valid frame's components
+    (every ``frame_<component>`` list of the row); NaN on frames that are not valid, and everywhere when the row does
+    not cover ``n_frames`` frames (a score of another clip)."""
+    out = np.full(n_frames, np.nan, np.float32)
+    flags = score_row.get("frame_valid")
+    if flags is None or len(flags) != n_frames:
+        return out
+    parts = {name.removeprefix("frame_"): np.asarray(values, np.float64) for name, values in score_row.items()
+             if name.startswith("frame_") and name != "frame_valid" and values is not None and len(values) == n_frames}
+    for k in np.flatnonzero(np.asarray(flags, bool)):
+        components = {"disagreement": math.nan, "instability": math.nan, "confidence": math.nan,
+                      **{name: values[k] for name, values in parts.items()}, "valid_share": 1.0}
+        out[k] = aggregate(components, params)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.export",
+                                     description="Load the built export into other tools.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    fo = sub.add_parser("fiftyone", help="a FiftyOne video dataset of the export (pip install .[fiftyone])")
+    fo.add_argument("name", help="the FiftyOne dataset name")
+    fo.add_argument("--export-dir", type=Path, default=None,
+                    help="the export folder (default: annotate.export_dir of --params)")
+    fo.add_argument("--params", default="params.yaml", help="params file naming the export (default: %(default)s)")
+    fo.add_argument("--overwrite", action="store_true", help="replace a FiftyOne dataset of that name")
+    args = parser.parse_args(argv)
+    from pipeline.fiftyone_export import FiftyOneUnavailable, build_dataset
+    from pipeline.params import ParamsError, stage_params
+
+    try:
+        root = args.export_dir or Path(stage_params("annotate", args.params).export_dir)
+        summary = build_dataset(root, args.name, overwrite=args.overwrite)
+    except (FiftyOneUnavailable, ParamsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"fiftyone dataset {args.name!r}: {summary['samples']} videos ({summary['frames']} frames) from {root}; "
+          f"open it with: python -c \"import fiftyone as fo; fo.launch_app(fo.load_dataset('{args.name}')).wait()\"")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
