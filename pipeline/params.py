@@ -102,6 +102,7 @@ class DemoParams(_Block):
     seed: NonNegInt
     n_rolled: NonNegInt
     n_exits: NonNegInt
+    real_motion_clips: Annotated[int, Field(ge=0, le=3)]  # windows of a real talking-face video (no geometric truth)
 
 
 class SourcesParams(_Block):

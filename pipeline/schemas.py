@@ -243,7 +243,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("visible", pa.bool_()),
         *BOX,
         pa.field("reference_landmarks", POINTS),
-    ], landmark_scheme="wflw98", scenario="camera | rolled (clean, head rolled 20-45°) | exit (face leaves, returns)",
+    ], landmark_scheme="wflw98",
+        scenario="camera | rolled (clean, head rolled 20-45°) | exit (face leaves, returns) | real (a window of a "
+                 "real talking-face video: real motion, no truth)",
         truth="exact, from the known warp: the box x1..y2, visible, has_truth, difficulty, scenario",
         visible="at least half of the true face box lies inside the frame",
         reference_landmarks="the model reference, model output and not truth: dlib HOG box + dlib ERT-68 + MediaPipe "

