@@ -211,6 +211,8 @@ def _run_cached_stage(stage: str, fn: Callable[..., dict[str, Any]], tasks: list
                        frames_manifest=outputs.frames_manifest, **kwargs)
     for index, result in jobs:
         job = todo[index]
+        if "output_fault" in result:  # the cache or an output cannot be written: no manifest may be written either
+            raise OutputError(result["output_fault"])
         if result.get("attempt", 1) > 1:
             retried += 1
             log.warning("%s: %s computed again after its worker was lost (attempt %d)", stage, job["video_id"],

@@ -254,6 +254,7 @@ def cpu_level() -> str:
 
 
 _STATIC: dict[str, dict[str, Any]] = {}
+_STATIC_LOCK = threading.Lock()
 _HOOKS: dict[str, list[str]] = {}
 _FACTS_HOOK = "cache_key_facts"
 
@@ -266,6 +267,11 @@ def _module_name(rel: Path) -> str:
 def _static_environment(module: str) -> dict[str, Any]:
     """The part of :func:`environment` fixed for a process's life: code, Python, packages, FFmpeg (memoised: a worker
     runs the code it loaded, whatever later happens to the files)."""
+    with _STATIC_LOCK:  # once per process: also, ast.parse is not safe in two threads at once (CPython 3.11)
+        return _static_environment_unlocked(module)
+
+
+def _static_environment_unlocked(module: str) -> dict[str, Any]:
     cached = _STATIC.get(module)
     if cached is None:
         names = external_imports(module, _PROJECT)
@@ -834,6 +840,7 @@ def run_job(job: Mapping[str, Any], fn: Callable[..., dict[str, Any]], cache: St
             frames_manifest: str | None, **kwargs: Any) -> dict[str, Any]:
     """:func:`run_cached` for a ``{"video_id", "item", "key"}`` job (a dask task), with its wall time and attempt
     number, on a worker whose environment is the client's (else a status row ``error`` that says what differs).
+    A write fault comes back as ``{"output_fault": message}``: the client raises it (:class:`OutputError`).
 
     ``attempt`` > 1 means an earlier attempt of this key died with its process (a lost worker: dask ran the video
     again), which left its temporary folder behind.
@@ -843,8 +850,12 @@ def run_job(job: Mapping[str, Any], fn: Callable[..., dict[str, Any]], cache: St
     if refusal is not None:
         status = {"video_id": job.get("video_id"), "status": "error", "error": refusal}
         return {"status": status, "stored": False, "seconds": round(time.monotonic() - started, 3), "attempt": 1}
-    attempt = 1 + cache.clear_abandoned(job["key"])
-    result = run_cached(fn, job["item"], cache, job["key"], frames_manifest, **kwargs)
+    try:
+        attempt = 1 + cache.clear_abandoned(job["key"])
+        result = run_cached(fn, job["item"], cache, job["key"], frames_manifest, **kwargs)
+    except OutputError as err:  # a write fault (a CacheError, or the stage's own output): the client ends the stage
+        # with it; returned rather than raised, so that dask does not log the worker's traceback around that line
+        return {"output_fault": str(err)}
     return {**result, "seconds": round(time.monotonic() - started, 3), "attempt": attempt}
 
 

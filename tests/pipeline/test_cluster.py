@@ -1,11 +1,13 @@
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
 from pipeline.cluster import dask_client, map_videos, worker_cached
 from pipeline.params import PROJECT_PARAMS, stage_params
+from pipeline.runcache import environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +52,35 @@ def test_worker_cache_builds_once_per_worker():
     assert all(len(tokens) == 1 for tokens in per_worker.values())  # one object per worker process
     assert all(r["builds"] == 1 for r in rows)  # the factory ran exactly once in each worker
     assert len({t for tokens in per_worker.values() for t in tokens}) == len(per_worker)
+
+
+def concurrent_model(item: int) -> dict:
+    """Two tasks running at once in the two threads of one worker, each asking for the same model."""
+    from distributed import get_worker
+
+    barrier = get_worker().__dict__.setdefault("_test_barrier", threading.Barrier(2, timeout=60))
+    barrier.wait()  # both tasks are running now
+    return {"video_id": item, "thread": threading.get_ident(), "token": worker_cached("model", _build_token)}
+
+
+def test_a_model_is_never_shared_by_two_threads_of_a_worker():
+    """LiteRT interpreters (BlazeFace, MediaPipe's mesh) hold their tensors: two threads calling one at once read
+    each other's results. With threads_per_worker 2 each thread gets its own."""
+    two_threads = stage_params("cluster", PROJECT_PARAMS, n_workers=1, threads_per_worker=2, memory_limit="1GiB")
+    rows = map_videos(concurrent_model, [0, 1], two_threads, on_error=lambda i, e: {"error": repr(e)})
+    assert all("token" in r for r in rows), rows
+    assert len({r["thread"] for r in rows}) == 2  # really two threads at once
+    assert len({r["token"] for r in rows}) == 2  # and two models
+
+
+def worker_environment(item: int) -> dict:
+    return {"video_id": item, "env": environment("trim", stage_params("trim", PROJECT_PARAMS))}
+
+
+def test_local_cluster_workers_compute_in_the_clients_environment():
+    """What the run cache's key names (packages, FFmpeg, kernel pins and level, code) is what the workers see."""
+    rows = map_videos(worker_environment, [0], CLUSTER, on_error=lambda i, e: {"error": repr(e)})
+    assert rows[0].get("env") == environment("trim", stage_params("trim", PROJECT_PARAMS)), rows
 
 
 def test_existing_scheduler_address_is_used():
