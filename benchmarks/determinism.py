@@ -202,6 +202,57 @@ def cv2_dnn_avx512_on_and_off() -> dict[str, Any]:
             "max_loc_difference": float(np.abs(loc[0] - loc[1]).max())}
 
 
+_FACES_STAGE = """
+import sys, json, time
+sys.path.insert(0, sys.argv[1])
+import stages
+import cv2, numpy as np
+from pipeline.faces.process import track_main_face
+from pipeline.landmarks.adapters import create_landmark_model
+from pipeline.params import PROJECT_PARAMS, stage_params
+cv2.setNumThreads(int(sys.argv[2]))
+params = stage_params("faces", PROJECT_PARAMS)
+out = {}
+for path in sys.argv[3:]:
+    started = time.perf_counter()
+    result = track_main_face(path, path, params, create_landmark_model)
+    seconds = time.perf_counter() - started
+    rows = result["rows"]
+    out[path] = {"seconds": seconds, "frames": len(rows), "status": result["status"]["status"],
+                 "sources": sorted({r["source"] for r in rows}),
+                 "boxes": [[r[k] for k in ("x1", "y1", "x2", "y2")] for r in rows]}
+print(json.dumps(out))
+"""
+
+
+def faces_stage(clips: list[Path]) -> dict[str, Any]:
+    """The faces stage's per-clip work (detect, track, follow, smooth) on demo clips, fast and exact (and exact at 2
+    OpenCV threads), each in a child process: ms per frame and how far the boxes move."""
+    runs = {}
+    for label, mode, threads in (("fast", "fast", 1), ("exact", "exact", 1), ("exact_2_threads", "exact", 2)):
+        env = {**os.environ, DETERMINISM_ENV: mode}
+        done = subprocess.run([sys.executable, "-c", _FACES_STAGE, str(ROOT), str(threads), *map(str, clips)],
+                              env=env, capture_output=True, text=True, timeout=1200, check=True)
+        runs[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = {"clips": [c.name for c in clips]}
+    for label, per_clip in runs.items():
+        frames = sum(c["frames"] for c in per_clip.values())
+        out[label] = {"ms_per_frame": 1000 * sum(c["seconds"] for c in per_clip.values()) / max(frames, 1),
+                      "statuses": [c["status"] for c in per_clip.values()]}
+    out["cost"] = out["exact"]["ms_per_frame"] / out["fast"]["ms_per_frame"]
+    diffs = []
+    for clip in runs["fast"]:
+        fast, exact = (np.array(runs[m][clip]["boxes"], float) for m in ("fast", "exact"))
+        if fast.shape != exact.shape:
+            diffs.append(float("inf"))
+        elif fast.size and not np.isnan(fast - exact).all():
+            diffs.append(float(np.nanmax(np.abs(fast - exact))))
+    out["max_box_difference_fast_vs_exact_px"] = max(diffs, default=0.0)
+    out["exact_1_vs_2_threads_identical"] = all(runs["exact"][c]["boxes"] == runs["exact_2_threads"][c]["boxes"]
+                                                for c in runs["exact"])
+    return out
+
+
 _GEMM = """
 import sys, hashlib, torch
 torch.set_num_threads(int(sys.argv[1]))
@@ -260,10 +311,24 @@ def ldeq_step(repeats: int) -> dict[str, float]:
     return {"onednn_1_thread_ms": onednn, "exact_ms": exact, "cost": exact / onednn}
 
 
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    avx512 = any(line.startswith("flags") and " avx512f" in line for line in lines)
+    return f"{name or platform.machine()} ({'with' if avx512 else 'without'} AVX-512)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "determinism.json")
+    parser.add_argument("--clips", type=Path, nargs="*", default=[
+        ROOT / "data" / "clips" / f"{name}.mp4" for name in ("demo003_t1face4_d3", "demo009_carphone_d1",
+                                                             "demo024_astronaut_d0_rolled", "demo026_t1face0_d1_exit")],
+        help="demo clips for the faces stage's per-clip work (default: four of data/clips, built by `dvc repro trim`)")
     args = parser.parse_args()
     import cv2
     import torch
@@ -279,8 +344,7 @@ def main() -> int:
     faces = {mode: detectors["retinaface"][mode]["ms_per_face"] + landmarks["mediapipe_mesh_v2"][mode]["ms_per_face"]
              for mode in ("fast", "exact")}
     results = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "cores": os.cpu_count()},
+        "machine": {"cpu": _cpu_name(), "python": platform.python_version(), "cores": os.cpu_count()},
         "kernel_level": kernel_level(),
         "detectors": detectors, "landmarks": landmarks,
         "stage_model_ms_per_face": {"faces": {**faces, "cost": faces["exact"] / faces["fast"]},
@@ -289,10 +353,17 @@ def main() -> int:
                        "mkl_cbwr": mkl_cbwr_paths()},
         "ldeq_train_step": ldeq_step(args.repeats),
     }
+    clips = [c for c in args.clips if c.is_file()]
+    if clips:
+        results["faces_stage"] = faces_stage(clips)
+    else:
+        print("no demo clips found: the faces stage part is left out (build them with `dvc repro trim`)",
+              file=sys.stderr)
     from pipeline.manifest import write_json
 
     write_json(args.out, results)
-    print(json.dumps({k: results[k] for k in ("stage_model_ms_per_face", "invariance", "ldeq_train_step")}, indent=1))
+    print(json.dumps({k: results.get(k) for k in ("stage_model_ms_per_face", "faces_stage", "invariance",
+                                                  "ldeq_train_step")}, indent=1))
     return 0
 
 
