@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline.annotations import VideoCorrections, read_corrections, video_annotations
+from pipeline.card import CardInputs, write_card
 from pipeline.cli import check_outputs, run_stage, setup_logging, stage_parser, summarize
-from pipeline.export import export_wflw_v, write_split
+from pipeline.export import export_wflw_v, frame_uncertainty, write_split
 from pipeline.manifest import ManifestWriter, iter_joined, read_table, write_rows
 from pipeline.params import stage_params
 
@@ -28,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", default="manifests/clips.parquet")
     parser.add_argument("--out", default="manifests/annotations.parquet")
     parser.add_argument("--status-out", default="manifests/annotate_status.parquet")
+    # read only for the dataset card (data/wflw_v/README.md): sources, provenance, losses, the demo's reference
+    parser.add_argument("--sources", default="manifests/sources.parquet")
+    parser.add_argument("--downloads", default="manifests/downloads.parquet")
+    parser.add_argument("--faces-status", default="manifests/faces_status.parquet")
+    parser.add_argument("--label-status", default="manifests/label_status.parquet")
+    parser.add_argument("--demo-truth", default="data/demo/truth.parquet")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     annotate = stage_params("annotate", args.params)
@@ -35,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs([args.out, args.status_out], [export_dir])
     corrections = read_corrections(annotate.corrections)  # people's points: python -m pipeline.review import
     score = stage_params("score", args.params)
-    subsets = {r["video_id"]: r["subset"] for r in read_table(args.scores, "scores").to_pylist() if r["subset"]}
+    selected = {r["video_id"]: r for r in read_table(args.scores, "scores").to_pylist() if r["subset"]}
+    subsets = {vid: r["subset"] for vid, r in selected.items()}
     clips = {r["video_id"]: r["path"] for r in read_table(args.clips, "clips", ["video_id", "path"]).to_pylist()}
     statuses: dict[str, dict[str, object]] = {}
     by_source: Counter[str] = Counter()
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = video_annotations(video_id, subsets[video_id], landmarks, faces, score,
                                            VideoCorrections(corrections.get(video_id, {}), annotate.propagate_max_gap))
                 export_wflw_v(export_dir, video_id, result["boxes"], result["points"], Path(clips[video_id]),
-                              result["valid"])
+                              result["valid"], frame_uncertainty(selected[video_id], score, len(result["rows"])))
             except (ValueError, KeyError, OSError) as err:
                 log.error("annotate: %s failed: %s", video_id, err)
                 statuses[video_id] = {"video_id": video_id, "status": "error", "error": str(err)}
@@ -76,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     summarize("annotate", rows)
     split = write_split(export_dir, args.scores)  # the hard/easy lists beside the export, as the official release
     log.info("annotate: split lists: %d hard, %d easy", len(split["hard"]), len(split["easy"]))
+    card = CardInputs(export_dir, Path(args.sources), Path(args.downloads), Path(args.clips), Path(args.faces_status),
+                      Path(args.label_status), Path(args.scores), Path(args.out), Path(args.landmarks),
+                      Path(args.demo_truth), rows)
+    facts = write_card(card, annotate, score)  # the dataset card, from the manifests (pipeline/card.py)
+    log.info("annotate: dataset card %s: %d of %d source videos exported, %d lost (each with its reason)",
+             export_dir / "README.md", facts["counts"]["exported"], facts["counts"]["sources"], len(facts["lost"]))
     return 0
 
 
