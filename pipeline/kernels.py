@@ -36,6 +36,7 @@ This module imports nothing heavy: it must run before numpy (the runtimes are im
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -288,7 +289,9 @@ def kernel_level(environ: Mapping[str, str] | None = None, host: HostFeatures | 
     are the same on every CPU pinned alike: the manifests record it (``kernel_level``).
 
     ``level`` is :data:`KERNEL_LEVEL` when every setting is this machine's pin, else ``custom``. OpenCV's entry is
-    ``AVX2`` when every feature above AVX2 that the CPU has is off (the list itself differs between CPUs).
+    ``AVX2`` when every feature above AVX2 that the CPU has is off (the list itself differs between CPUs). ``models``
+    is :func:`model_determinism`: whether the model runtimes ran their exact kernels (so the run cache, which keys on
+    this, never serves one mode's outputs to the other).
     """
     env = dict(os.environ if environ is None else environ)
     host = host_features() if host is None else host
@@ -305,7 +308,7 @@ def kernel_level(environ: Mapping[str, str] | None = None, host: HostFeatures | 
                       ("mkl", "MKL_ENABLE_INSTRUCTIONS"), ("mkl_cbwr", "MKL_CBWR"), ("openblas", "OPENBLAS_CORETYPE"),
                       ("ipp", "OPENCV_IPP")):
         out[name] = actual.get(key, "native")
-    return {"level": KERNEL_LEVEL if actual == pins else "custom", **out}
+    return {"level": KERNEL_LEVEL if actual == pins else "custom", **out, "models": model_determinism()}
 
 
 # --- model runtimes ------------------------------------------------------------------------------------------------
@@ -327,9 +330,21 @@ def model_determinism() -> str:
         if value not in DETERMINISM_MODES:
             raise ValueError(f"${DETERMINISM_ENV}: {value!r} is not one of {list(DETERMINISM_MODES)}")
         return value
-    from pipeline.params import PROJECT_PARAMS, stage_params
+    from pipeline.params import PROJECT_PARAMS
 
-    return str(stage_params("models", PROJECT_PARAMS).determinism)
+    try:
+        stamp = PROJECT_PARAMS.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _configured_determinism(str(PROJECT_PARAMS), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _configured_determinism(path: str, stamp: int) -> str:
+    """``models.determinism`` of the params file ``path`` as of its modification time ``stamp`` (read once)."""
+    from pipeline.params import stage_params
+
+    return str(stage_params("models", Path(path)).determinism)
 
 
 def litert_interpreter(path: str | os.PathLike[str], threads: int = 1) -> Any:

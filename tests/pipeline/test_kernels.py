@@ -71,6 +71,7 @@ def test_both_machines_record_the_same_kernel_level():
     levels = [kernel_level(pin_env(host), host) for host in (AVX2_ONLY, AVX512)]
     assert levels[0] == levels[1]
     assert levels[0]["level"] == KERNEL_LEVEL and levels[0]["opencv"] == "AVX2" and levels[0]["numpy"] == "X86_V3"
+    assert levels[0]["models"] == "exact"  # the model runtimes' kernels too (models.determinism)
     unpinned = kernel_level({}, AVX512)
     assert unpinned["level"] == "custom" and unpinned["opencv"] == "native" and unpinned["numpy"] == "native"
 
@@ -176,6 +177,7 @@ def test_model_determinism_comes_from_params_or_the_environment(monkeypatch):
     assert model_determinism() == "exact"  # the project's default
     monkeypatch.setenv(DETERMINISM_ENV, "fast")
     assert model_determinism() == "fast"
+    assert kernel_level(pin_env(AVX512), AVX512)["models"] == "fast"  # manifests and the run cache's key say so
     monkeypatch.setenv(DETERMINISM_ENV, "quick")
     with pytest.raises(ValueError, match=r"^\$WFLWV_DETERMINISM: 'quick' is not one of \['exact', 'fast'\]$"):
         model_determinism()
