@@ -429,8 +429,11 @@ def insightface_packs() -> dict[str, str]:
 def cache_key_facts(params: object) -> dict[str, object]:
     """What the run cache's key (:mod:`pipeline.runcache`) takes from the model files of a stage that can load any:
     each registered file's SHA-256 where it is available here (None where it is missing or fails its check) and each
-    insightface pack file's SHA-256. A stage that ran with a file missing computed under another key, so its results
-    are never served to a run that has the file."""
+    insightface pack file's SHA-256, and which kernels the model runtimes use (``models.determinism``: LiteRT's
+    reference kernels and cv2.dnn, or XNNPACK and onnxruntime). A stage that ran with a file missing computed under
+    another key, so its results are never served to a run that has the file."""
+    from pipeline.kernels import model_determinism
+
     files: dict[str, str | None] = {}
     for key, spec in MODEL_FILES.items():
         try:
@@ -438,7 +441,7 @@ def cache_key_facts(params: object) -> dict[str, object]:
             files[key] = spec.sha256  # verified: the file's content hashes to exactly this
         except ModelUnavailable:
             files[key] = None
-    return {"files": files, "insightface": insightface_packs()}
+    return {"files": files, "insightface": insightface_packs(), "determinism": model_determinism()}
 
 
 def main(argv: list[str] | None = None) -> int:

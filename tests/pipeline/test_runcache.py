@@ -187,6 +187,17 @@ def test_the_faces_key_names_the_model_files_and_the_detector_the_chain_resolved
     assert missing["fingerprint"] != whole.fingerprint
 
 
+def test_the_model_kernels_are_in_the_key_of_the_stages_that_run_models(monkeypatch, tmp_path):
+    """models.determinism (or $WFLWV_DETERMINISM) picks LiteRT's reference kernels or XNNPACK: other bits."""
+    keys = {}
+    for mode in ("exact", "fast"):
+        monkeypatch.setenv("WFLWV_DETERMINISM", mode)
+        keys[mode] = StageCache.for_stage(tmp_path, "label", stage_params("label")).fingerprint
+        assert environment("label", stage_params("label"))["facts"]["pipeline.models_store"]["determinism"] == mode
+    assert keys["exact"] != keys["fast"]
+    assert "pipeline.models_store" not in environment("trim", stage_params("trim"))["facts"]  # trim runs no model
+
+
 # --- facts and faults ----------------------------------------------------------------------------------------------
 
 def test_failures_are_facts_or_faults_by_what_the_error_is(tmp_path):
