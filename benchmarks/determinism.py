@@ -311,6 +311,68 @@ def ldeq_step(repeats: int) -> dict[str, float]:
     return {"onednn_1_thread_ms": onednn, "exact_ms": exact, "cost": exact / onednn}
 
 
+def model_parts(repeats: int, clips: list[Path]) -> dict[str, Any]:
+    """Every model fast and exact, the stage totals, the invariances, an LDEQ training step and the faces stage."""
+    frames = photos()
+    detectors, boxes = detector_runs(frames, repeats)
+    landmarks = landmark_runs(frames, boxes, repeats)
+    per_face = {m: {mode: (landmarks.get(m) or detectors[m])[mode]["ms_per_face"] for mode in ("fast", "exact")}
+                for m in LABEL_STAGE}
+    label = {mode: sum(v[mode] for v in per_face.values()) for mode in ("fast", "exact")}
+    faces = {mode: detectors["retinaface"][mode]["ms_per_face"] + landmarks["mediapipe_mesh_v2"][mode]["ms_per_face"]
+             for mode in ("fast", "exact")}
+    results = {
+        "detectors": detectors, "landmarks": landmarks,
+        "stage_model_ms_per_face": {"faces": {**faces, "cost": faces["exact"] / faces["fast"]},
+                                    "label": {**label, "cost": label["exact"] / label["fast"]}},
+        "invariance": {**thread_invariance(frames), "cv2_dnn_avx512_on_and_off": cv2_dnn_avx512_on_and_off(),
+                       "mkl_cbwr": mkl_cbwr_paths()},
+        "ldeq_train_step": ldeq_step(repeats),
+    }
+    if clips:
+        results["faces_stage"] = faces_stage(clips)
+    else:
+        print("no demo clips found: the faces stage part is left out (build them with `dvc repro trim`)",
+              file=sys.stderr)
+    return results
+
+
+def torch_inference(repeats: int) -> dict[str, Any]:
+    """ms per call of torch models at batch 1: an LDEQ frame (demo profile, as the evaluate stage runs it) and
+    face-api-68 on the astronaut's face (as the label stage runs it, oneDNN), each also under the exact kernels."""
+    import torch
+    from skimage import data
+
+    from ldeq.config import get_config
+    from ldeq.infer import exact_cpu_kernels
+    from ldeq.model import LDEQ
+    from pipeline.landmarks.adapters import create_landmark_model
+
+    cfg = get_config("demo")
+    torch.manual_seed(0)
+    model = LDEQ(cfg).eval()
+    x = torch.randn(1, 3, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
+    faceapi = create_landmark_model("faceapi_68")
+    image, box = data.astronaut(), np.array([170, 40, 290, 190], np.float32)
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        for label, context in (("onednn", None), ("exact", exact_cpu_kernels)):
+            if context is None:
+                ldeq, ldeq_ms = timed(lambda: model(x).landmarks.numpy(), repeats)
+                points, faceapi_ms = timed(lambda: faceapi.predict(image, box)[0], repeats)
+            else:
+                with context():
+                    ldeq, ldeq_ms = timed(lambda: model(x).landmarks.numpy(), repeats)
+                    points, faceapi_ms = timed(lambda: faceapi.predict(image, box)[0], repeats)
+            out[label] = {"ldeq_frame_ms": ldeq_ms, "faceapi_68_ms": faceapi_ms, "ldeq": ldeq, "points": points}
+    return {"ldeq_frame_ms": {k: out[k]["ldeq_frame_ms"] for k in out},
+            "ldeq_cost": out["exact"]["ldeq_frame_ms"] / out["onednn"]["ldeq_frame_ms"],
+            "ldeq_max_difference": float(np.abs(out["exact"]["ldeq"] - out["onednn"]["ldeq"]).max()),
+            "faceapi_68_ms": {k: out[k]["faceapi_68_ms"] for k in out},
+            "faceapi_68_cost": out["exact"]["faceapi_68_ms"] / out["onednn"]["faceapi_68_ms"],
+            "faceapi_68_max_difference_px": float(np.abs(out["exact"]["points"] - out["onednn"]["points"]).max())}
+
+
 def _cpu_name() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -329,41 +391,27 @@ def main() -> int:
         ROOT / "data" / "clips" / f"{name}.mp4" for name in ("demo003_t1face4_d3", "demo009_carphone_d1",
                                                              "demo024_astronaut_d0_rolled", "demo026_t1face0_d1_exit")],
         help="demo clips for the faces stage's per-clip work (default: four of data/clips, built by `dvc repro trim`)")
+    parser.add_argument("--parts", nargs="*", choices=["models", "torch"], default=["models", "torch"],
+                        help="what to measure (models: every model, stages, invariances; torch: LDEQ and face-api "
+                             "at batch 1); parts not measured are kept from --out")
     args = parser.parse_args()
     import cv2
     import torch
 
     cv2.setNumThreads(1)  # as on the workers (pipeline.cluster.pin_threads)
     torch.set_num_threads(1)
-    frames = photos()
-    detectors, boxes = detector_runs(frames, args.repeats)
-    landmarks = landmark_runs(frames, boxes, args.repeats)
-    per_face = {m: {mode: (landmarks.get(m) or detectors[m])[mode]["ms_per_face"] for mode in ("fast", "exact")}
-                for m in LABEL_STAGE}
-    label = {mode: sum(v[mode] for v in per_face.values()) for mode in ("fast", "exact")}
-    faces = {mode: detectors["retinaface"][mode]["ms_per_face"] + landmarks["mediapipe_mesh_v2"][mode]["ms_per_face"]
-             for mode in ("fast", "exact")}
-    results = {
-        "machine": {"cpu": _cpu_name(), "python": platform.python_version(), "cores": os.cpu_count()},
-        "kernel_level": kernel_level(),
-        "detectors": detectors, "landmarks": landmarks,
-        "stage_model_ms_per_face": {"faces": {**faces, "cost": faces["exact"] / faces["fast"]},
-                                    "label": {**label, "cost": label["exact"] / label["fast"]}},
-        "invariance": {**thread_invariance(frames), "cv2_dnn_avx512_on_and_off": cv2_dnn_avx512_on_and_off(),
-                       "mkl_cbwr": mkl_cbwr_paths()},
-        "ldeq_train_step": ldeq_step(args.repeats),
-    }
-    clips = [c for c in args.clips if c.is_file()]
-    if clips:
-        results["faces_stage"] = faces_stage(clips)
-    else:
-        print("no demo clips found: the faces stage part is left out (build them with `dvc repro trim`)",
-              file=sys.stderr)
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results["machine"] = {"cpu": _cpu_name(), "python": platform.python_version(), "cores": os.cpu_count()}
+    results["kernel_level"] = kernel_level()
+    if "models" in args.parts:
+        results.update(model_parts(args.repeats, [c for c in args.clips if c.is_file()]))
+    if "torch" in args.parts:
+        results["torch_batch1"] = torch_inference(args.repeats)
     from pipeline.manifest import write_json
 
     write_json(args.out, results)
     print(json.dumps({k: results.get(k) for k in ("stage_model_ms_per_face", "faces_stage", "invariance",
-                                                  "ldeq_train_step")}, indent=1))
+                                                  "ldeq_train_step", "torch_batch1")}, indent=1))
     return 0
 
 

@@ -25,8 +25,8 @@ def exact_cpu_kernels(threads: int = 1) -> Iterator[None]:
     the CPU's cache sizes, so their sums run in another order on another CPU; ATen's go through MKL's GEMM, which
     ``MKL_CBWR=COMPATIBLE`` makes reproducible across CPU vendors), and deterministic algorithms only.
 
-    Training a batch this way costs about 1.7× oneDNN's time at one thread (``benchmarks/determinism.py``); batch-1
-    inference already ran ATen's convolutions. The previous settings come back on exit.
+    A training step of the demo profile costs about 2.5× oneDNN's time at one thread, an inference frame 1.4×
+    (``benchmarks/determinism.py``). The previous settings come back on exit.
     """
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.enabled
     torch.set_num_threads(threads)

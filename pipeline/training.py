@@ -109,7 +109,7 @@ def train_on_dataset(annotations: str | Path, clips: str | Path, params: TrainPa
         data = torch.utils.data.ConcatDataset([wflw, data])
         fingerprint = hashlib.sha256((fingerprint + str(Path(params.wflw_annotations).resolve())).encode()).hexdigest()
     # exact: the same checkpoint from the same annotations on every x86-64 machine, whatever its core count or
-    # vendor, at about 2x oneDNN's time per step (benchmarks/README.md, determinism); fast: oneDNN, all cores
+    # vendor, at about 2.5x oneDNN's time per step (benchmarks/README.md, determinism); fast: oneDNN, all cores
     with exact_cpu_kernels() if model_determinism() == "exact" else nullcontext():
         torch.manual_seed(cfg.seed)
         model = LDEQ(cfg)
