@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["PROJECT_PACKAGES", "module_file", "import_closure", "external_imports", "stage_modules", "uncovered",
-           "stale", "write_deps"]
+__all__ = ["PROJECT_PACKAGES", "module_file", "module_name", "import_closure", "external_imports", "stage_modules",
+           "uncovered", "stale", "write_deps"]
 
 PROJECT_PACKAGES = ("pipeline", "stages", "ldeq")
 _DOTTED = re.compile(r"(?:pipeline|stages|ldeq)(?:\.[A-Za-z_]\w*)+")
@@ -77,7 +77,8 @@ def import_closure(module: str, root: Path = ROOT) -> set[Path]:
     return files
 
 
-def _module_of(rel: Path) -> str:
+def module_name(rel: Path) -> str:
+    """The dotted name of the project module in file ``rel`` (``a/b/__init__.py`` → ``a.b``)."""
     parts = rel.with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -87,7 +88,7 @@ def external_imports(module: str, root: Path = ROOT) -> set[str]:
     body (function-level imports included): what the run cache's key takes package versions of."""
     names: set[str] = set()
     for rel in import_closure(module, root):
-        names.update(name.split(".")[0] for name in _imported_modules(root / rel, _module_of(rel)))
+        names.update(name.split(".")[0] for name in _imported_modules(root / rel, module_name(rel)))
     return {name for name in names
             if name and name not in PROJECT_PACKAGES and name not in sys.stdlib_module_names and name != "__future__"}
 

@@ -61,7 +61,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.cluster import SINGLE_THREAD_ENV
-from pipeline.imports import external_imports, import_closure
+from pipeline.imports import external_imports, import_closure, module_name
 from pipeline.kernels import kernel_level
 from pipeline.manifest import OutputError, atomic_path, rows_table, sha256_file, write_table
 from pipeline.schemas import SCHEMA_VERSION
@@ -259,11 +259,6 @@ _HOOKS: dict[str, list[str]] = {}
 _FACTS_HOOK = "cache_key_facts"
 
 
-def _module_name(rel: Path) -> str:
-    parts = rel.with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def _static_environment(module: str) -> dict[str, Any]:
     """The part of :func:`environment` fixed for a process's life: code, Python, packages, FFmpeg (memoised: a worker
     runs the code it loaded, whatever later happens to the files)."""
@@ -282,7 +277,7 @@ def _static_environment_unlocked(module: str) -> dict[str, Any]:
             av = importlib.import_module("av")
             cached["ffmpeg"] = {lib: ".".join(map(str, v)) for lib, v in sorted(av.library_versions.items())}
         files = import_closure(module, _PROJECT)
-        _HOOKS[module] = sorted(_module_name(rel) for rel in files if _defines_hook(_PROJECT / rel))
+        _HOOKS[module] = sorted(module_name(rel) for rel in files if _defines_hook(_PROJECT / rel))
         _STATIC[module] = cached
     return cached
 
