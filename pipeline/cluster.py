@@ -96,7 +96,7 @@ BATCH_DASK_CONFIG = {
 def worker_spawn_environ() -> dict[str, str]:
     """What a nanny sets before it spawns a worker process: the thread pins and this process's kernel pins
     (:func:`pipeline.kernels.pin_kernels` first, so the values are the ones this process computes with; numpy reads
-    ``NPY_DISABLE_CPU_FEATURES`` at import, before dask's ``env=`` applies). It replaces dask's default,
+    its dispatch settings at import, before dask's ``env=`` applies). It replaces dask's default,
     ``MALLOC_TRIM_THRESHOLD_=65536``, which :func:`tune_malloc` overrides anyway."""
     pin_kernels()
     return {**SINGLE_THREAD_ENV, **SAME_KERNELS_ENV}
