@@ -33,7 +33,7 @@ from pipeline.uncertainty import video_labels
 __all__ = ["LABEL_SOURCES", "VideoCorrections", "read_corrections", "apply_corrections", "video_annotations"]
 
 #: Values of the annotations' ``label_source`` column.
-LABEL_SOURCES = ("human", "propagated", "pseudo")
+LABEL_SOURCES = ("human", "propagated", "pseudo", "bridged")
 
 
 @dataclass(frozen=True)
@@ -143,10 +143,12 @@ def video_annotations(video_id: str, subset: str, landmarks: pa.Table, faces: pa
     undefined = np.flatnonzero(np.isnan(labels.points[labels.valid][..., 0]).any(axis=0))
     if undefined.size:
         raise ValueError(f"{video_id}: WFLW-98 points {undefined.tolist()} are defined by no available model")
-    points, valid, sources = labels.points, labels.valid, ["pseudo"] * len(labels.frames)
+    points, valid = labels.points, labels.valid
+    sources = ["bridged" if b else "pseudo" for b in labels.bridged]
     if corrections is not None and corrections.points:
         points, valid, sources = apply_corrections(video_id, labels.frames, labels.points, labels.valid,
                                                    labels.box_valid, corrections)
+        sources = ["bridged" if b and src == "pseudo" else src for b, src in zip(labels.bridged, sources)]
     boxes = np.stack([faces.column(k).to_numpy(zero_copy_only=False) for k in ("x1", "y1", "x2", "y2")],
                      axis=1).astype(np.float32)
     box_sources = faces.column("source").to_pylist()

@@ -189,8 +189,8 @@ def _label_source_lines(video_id: str, manifests: Path) -> list[str]:
     frames = np.asarray(ann.column("frame").to_numpy())
     human = frames[sources == "human"]
     return [f"  labels: {len(human)} human, {int((sources == 'propagated').sum())} propagated, "
-            f"{int((sources == 'pseudo').sum())} pseudo frames" + (f"; corrected: {_ranges(human)}" if human.size
-                                                                    else "")]
+            f"{int((sources == 'pseudo').sum())} pseudo, {int((sources == 'bridged').sum())} bridged frames"
+            + (f"; corrected: {_ranges(human)}" if human.size else "")]
 
 
 def _valid_line(valid: np.ndarray) -> str:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from pipeline import registry
 
 __all__ = [
-    "ParamsError", "ClusterParams", "CacheParams", "DemoParams", "SourcesParams", "DownloadParams", "TrimParams",
+    "ParamsError", "ClusterParams", "SlurmParams", "KubernetesParams", "CacheParams", "DemoParams", "SourcesParams",
+    "DownloadParams", "TrimParams",
     "FacesParams",
     "LabelParams", "ModelsParams", "ScoreParams", "AnnotateParams", "ReviewParams", "TrainParams", "EvaluateParams",
     "ReportParams",
@@ -80,11 +81,60 @@ class _Block(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+class SlurmParams(_Block):
+    """``cluster.kind: slurm``: dask-jobqueue's SLURMCluster (pipeline/cluster_backends.py)."""
+
+    queue: str | None  # partition (#SBATCH -p); None = the site's default
+    account: str | None  # #SBATCH -A
+    cores: PosInt  # per job: threads of all its worker processes together
+    processes: PosInt  # worker processes per job (each gets cores / processes threads)
+    memory: str  # per job, e.g. 16GiB
+    walltime: Annotated[str, Field(pattern=r"^(\d+-)?\d+(:\d+){0,2}$")]  # Slurm's [D-]HH:MM:SS (or MM, MM:SS)
+    job_extra: StrTuple  # further #SBATCH directives, e.g. ["--qos=normal"]
+    python: str | None  # the interpreter on the nodes (a shared environment); None = the one running the stage
+    interface: str | None  # network interface between scheduler and workers (e.g. ib0); None = the default route
+    log_directory: str | None  # where the jobs' stdout/stderr go; None = the submitting directory
+    minimum_jobs: NonNegInt  # adapt bounds: jobs kept running, and at most this many
+    maximum_jobs: PosInt
+
+
+class KubernetesParams(_Block):
+    """``cluster.kind: kubernetes``: the Dask Kubernetes operator's KubeCluster (pipeline/cluster_backends.py)."""
+
+    image: str  # a container image with this project installed (pip install .) and its model files
+    replicas: PosInt  # worker pods
+    namespace: str | None  # None = the kube context's
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,48}[a-z0-9])?$")]  # the DaskCluster resource
+    cpu: str  # per pod, requests = limits (Kubernetes quantities: "1", "500m")
+    memory: str  # per pod ("4Gi")
+
+
 class ClusterParams(_Block):
-    scheduler: str | None  # address of an existing dask scheduler (tcp://host:8786); None starts a LocalCluster
+    # local: a LocalCluster here; address: an existing scheduler (``scheduler``); slurm, kubernetes: see their blocks
+    kind: Literal["local", "address", "slurm", "kubernetes"]
+    scheduler: str | None  # kind address: the scheduler's address (tcp://host:8786)
     n_workers: PosInt
     threads_per_worker: PosInt
     memory_limit: str
+    slurm: SlurmParams
+    kubernetes: KubernetesParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address_from_scheduler(cls, data: Any) -> Any:
+        # a scheduler address given with kind local means that scheduler, as before cluster.kind existed
+        if isinstance(data, dict) and data.get("scheduler") and data.get("kind") == "local":
+            return {**data, "kind": "address"}
+        return data
+
+    @model_validator(mode="after")
+    def _scheduler_matches_kind(self) -> ClusterParams:
+        if self.kind == "address" and not self.scheduler:
+            raise PydanticCustomError("kind_address", "kind address needs cluster.scheduler (tcp://host:8786)")
+        if self.kind in ("slurm", "kubernetes") and self.scheduler:
+            raise PydanticCustomError("kind_scheduler", "cluster.scheduler is for kind address only (kind {kind} "
+                                      "starts its own scheduler)", {"kind": self.kind})
+        return self
 
 
 class CacheParams(_Block):
@@ -130,6 +180,7 @@ class DownloadParams(_Block):
     timeout: Annotated[float, Field(gt=0)]
     licenses: StrTuple | None
     source_check: Literal["none", "local", "remote"]  # which sources are re-checked before a download is reused
+    retry: Literal["failed", "all", "none"]  # which failed sources a run attempts again (pipeline/acquire/retry.py)
 
 
 class TrimParams(_Block):
@@ -200,6 +251,7 @@ class ScoreParams(_Block):
     offsets: bool
     # a model whose mirror or jitter self-disagreement on a frame exceeds this (inter-ocular units) does not vote there
     max_self_disagreement: Annotated[float, Field(gt=0)]
+    bridge_max_gap: NonNegInt  # invalid runs up to this many frames between valid ones take labels carried by the box
     weights: dict[Literal["disagreement", "instability", "self_disagreement", "confidence", "valid_share"],
                   NonNegFloat]
 

@@ -270,7 +270,7 @@ def run_summary(inputs: ReportInputs, score: ScoreParams | None = None) -> dict[
     labels = None  # frames by label source: a person's (human), carried from corrections (propagated), pseudo
     if ann_path.is_file() and "label_source" in pq.read_schema(ann_path).names:
         sources = pd.read_parquet(ann_path, columns=["label_source"]).label_source.fillna("pseudo")
-        labels = {k: int((sources == k).sum()) for k in ("human", "propagated", "pseudo")}
+        labels = {k: int((sources == k).sum()) for k in ("human", "propagated", "pseudo", "bridged")}
     metrics = inputs.metrics / "evaluate.json"
     ldeq = _ldeq_rows(json.loads(metrics.read_text())) if metrics.is_file() else None
     return {"status": status, "subsets": subsets, "corrections": corrections, "label_reference_distance": reference,

@@ -209,7 +209,8 @@ SCHEMAS: dict[str, pa.Schema] = {
                                                               "distance of the consensus",
         label_source="human (a person's points from corrections/, valid) | propagated (the pseudo-label plus the "
                      "offsets of the two corrected frames around it, interpolated in time) | pseudo (the consensus "
-                     "alone); null: written by an older writer"),
+                     "alone) | bridged (a short gap between valid frames: their labels carried by the box, "
+                     "score.bridge_max_gap); null: written by an older writer"),
     "corrections": _schema("corrections", [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("frame", pa.int32(), nullable=False),

@@ -37,7 +37,7 @@ from pipeline.landmarks.consensus import ConsensusModel, family_points, load_con
 from pipeline.manifest import points_array
 from pipeline.params import ScoreParams
 
-__all__ = ["VideoLabels", "ModelPoints", "model_points", "video_labels", "smooth_shapes", "video_score",
+__all__ = ["VideoLabels", "ModelPoints", "model_points", "video_labels", "bridge_gaps", "smooth_shapes", "video_score",
            "select_subsets", "COMPONENTS"]
 
 #: Per-video score components, each a mean over valid frames (confidence and valid share enter as 1 − value).
@@ -51,8 +51,9 @@ class VideoLabels:
     frames: np.ndarray  # (F,) clip frame indices
     points: np.ndarray  # (F, 98, 2) final labels (smoothed), NaN where no model labelled the frame
     raw: np.ndarray  # (F, 98, 2) consensus before smoothing
-    valid: np.ndarray  # (F,) bool
+    valid: np.ndarray  # (F,) bool: the consensus stands, or the frame is bridged
     box_valid: np.ndarray  # (F,) bool
+    bridged: np.ndarray  # (F,) bool: a short gap whose labels come from the valid frames around it (bridge_gaps)
     n_models: np.ndarray  # (F,) models that labelled the frame
     n_families: np.ndarray  # (F,) families that labelled the frame
     agreeing: np.ndarray  # (F,) families that agree with the consensus
@@ -168,6 +169,33 @@ def smooth_shapes(points: np.ndarray, use: np.ndarray, window: int, order: int) 
     return out.astype(np.float32)
 
 
+def bridge_gaps(points: np.ndarray, valid: np.ndarray, box_valid: np.ndarray, boxes: np.ndarray,
+                max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels for short runs of invalid frames between two valid ones, carried by the face box (F, 4).
+
+    A run of at most ``max_gap`` frames whose boxes are all valid, with a valid frame on either side, takes each
+    side's labels moved with the box (scaled by the box side about its centre) and blended linearly in time — what an
+    annotator's keyframe interpolation does across a passing occluder or a burst of blur. Returns the points
+    (F, 98, 2) and the bridged frames (F,) bool.
+    """
+    out = points.astype(np.float64).copy()
+    bridged = np.zeros(len(points), bool)
+    if max_gap <= 0:
+        return out.astype(np.float32), bridged
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    for start, stop in _runs(~valid):
+        if start == 0 or stop == len(valid) or stop - start > max_gap or not box_valid[start:stop].all():
+            continue
+        a, b = start - 1, stop
+        for f in range(start, stop):
+            w = (f - a) / (b - a)
+            moved = [(out[k] - centre[k]) * (side[f] / side[k]) + centre[f] for k in (a, b)]
+            out[f] = (1 - w) * moved[0] + w * moved[1]
+            bridged[f] = True
+    return out.astype(np.float32), bridged
+
+
 def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = None,
                  model: ConsensusModel | None = None) -> VideoLabels:
     """Consensus labels, validity and per-frame uncertainty components of one video.
@@ -216,6 +244,9 @@ def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = N
     smoothed = smooth_shapes(result.points, valid, params.smooth_window, params.smooth_order)
     iod = interocular(result.points)
     jitter = np.linalg.norm(result.points - smoothed, axis=-1).mean(axis=-1) / iod
+    jitter = np.where(valid, jitter, np.nan)  # instability: of the consensus where it stands on its own
+    smoothed, bridged = bridge_gaps(smoothed, valid, box_valid, boxes, params.bridge_max_gap)
+    valid = valid | bridged
     confidence = np.full(len(frames), np.nan)
     has_conf = np.isfinite(conf).any(axis=1)
     if has_conf.any():
@@ -225,7 +256,7 @@ def video_labels(rows: pa.Table, params: ScoreParams, faces: pa.Table | None = N
         n_models=labelled.sum(axis=1).astype(np.int16), n_families=n_families.astype(np.int16),
         agreeing=agreeing.astype(np.int16), point_agreement=point_agreement, support=result.support,
         disagreement=spread,
-        instability=np.where(valid, jitter, np.nan), confidence=confidence.astype(np.float64),
+        instability=jitter, confidence=confidence.astype(np.float64), bridged=bridged,
         self_disagreement=frame_self, excluded=excluded.sum(axis=1).astype(np.int16),
         models=tuple(names), families=tuple(fam_names),
     )

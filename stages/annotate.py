@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"stage": "annotate", **statuses[vid]} for vid in sorted(statuses)]
     write_rows(rows, "video_status", args.status_out)
     unused = sorted(set(corrections) - {vid for vid, s in statuses.items() if s["status"] == "ok"})
-    log.info("annotate: labels: %d human, %d propagated, %d pseudo frames%s", by_source["human"],
-             by_source["propagated"], by_source["pseudo"],
+    log.info("annotate: labels: %d human, %d propagated, %d pseudo, %d bridged frames%s", by_source["human"],
+             by_source["propagated"], by_source["pseudo"], by_source["bridged"],
              f"; corrections of unselected/failed videos not used: {', '.join(unused)}" if unused else "")
     log.info("annotate: %d videos (%d frames, %d flagged invalid) written, %d failed; export in %s",
              sum(1 for s in statuses.values() if s["status"] == "ok"), writer.rows, invalid,

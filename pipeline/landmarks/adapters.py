@@ -180,7 +180,8 @@ class LandmarkModel(ABC):
         centre = points.mean(axis=0)
         upright = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), roll, 1.0)
         turned = apply_affine(points, upright)
-        box = self.convention.from_points(np.r_[turned.min(axis=0), turned.max(axis=0)], self.yaw(points))
+        box_map = self.convention.from_points
+        box = box_map(np.r_[turned.min(axis=0), turned.max(axis=0)], self.yaw(points) if box_map.dx_yaw else 0.0)
         mid = (box[:2] + box[2:]) / 2
         back = cv2.invertAffineTransform(upright)
         shift = apply_affine(mid, back) - mid

@@ -3,9 +3,10 @@ import pytest
 
 from pipeline.manifest import read_table, write_rows
 from pipeline.params import PROJECT_PARAMS, stage_params
-from pipeline.uncertainty import aggregate, select_subsets, smooth_shapes, video_labels, video_score
+from pipeline.uncertainty import aggregate, bridge_gaps, select_subsets, smooth_shapes, video_labels, video_score
 
 P = stage_params("score", PROJECT_PARAMS, n_hard=1, smooth_window=1)
+NO_BRIDGE = stage_params("score", PROJECT_PARAMS, n_hard=1, smooth_window=1, bridge_max_gap=0)
 FAMILIES = (("a", "fa", 0.0), ("b", "fb", 1.0), ("c", "fc", -1.0))
 
 
@@ -119,13 +120,18 @@ def test_two_families_agreeing_on_different_halves_is_not_a_valid_frame(tmp_path
         else:
             pts += [25.0, 0.0]
         r["wflw98"] = pts
-    labels = labels_of(tmp_path, rows, face_rows("v"))
+    labels = labels_of(tmp_path, rows, face_rows("v"), NO_BRIDGE)
     assert labels.agreeing[3] == 2  # the frame-level rule alone would keep it
     assert labels.point_agreement[3] == pytest.approx(22 / 98)
     assert labels.valid.tolist() == [True, True, True, False, True, True]
+    # with bridging, the frame takes the labels of its valid neighbours carried by the box, not the broken consensus
+    bridged = labels_of(tmp_path, rows, face_rows("v"))
+    assert bridged.bridged.tolist() == [False, False, False, True, False, False] and bridged.valid.all()
+    assert np.abs(bridged.points[3] - shape()).max() < 1e-4 and np.isnan(bridged.instability[3])
     assert np.allclose(np.delete(labels.point_agreement, 3), 1.0)
     lenient = labels_of(tmp_path, rows, face_rows("v"), stage_params("score", PROJECT_PARAMS, n_hard=1,
-                                                                       smooth_window=1, min_point_agreement=0.2))
+                                                                       smooth_window=1, min_point_agreement=0.2,
+                                                                       bridge_max_gap=0))
     assert lenient.valid.all()
 
 
@@ -177,3 +183,21 @@ def test_shape_smoothing_keeps_rigid_motion_and_removes_point_noise():
     err = lambda x: np.linalg.norm(x - truth, axis=-1).mean(axis=-1)  # noqa: E731
     assert err(smoothed)[use].mean() < 0.6 * err(noisy)[use].mean()
     assert np.array_equal(smoothed[20], noisy[20].astype(np.float32))
+
+
+def test_bridging_carries_labels_with_the_box_only_across_short_inner_gaps():
+    frames = 12
+    boxes = np.array([[10.0 + 2 * f, 20.0, 60.0 + 4 * f, 70.0 + 2 * f] for f in range(frames)])
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    points = np.stack([(shape() - 50) / 110 * side[f] + centre[f] for f in range(frames)])  # rides on the box
+    valid = np.ones(frames, bool)
+    valid[[0, 4, 5, 6]] = False  # a gap at the start (never bridged) and an inner gap of 3
+    valid[9:11] = False  # an inner gap of 2 whose boxes are not all valid
+    box_valid = np.ones(frames, bool)
+    box_valid[10] = False
+    out, bridged = bridge_gaps(points, valid, box_valid, boxes, max_gap=3)
+    assert bridged.tolist() == [f in (4, 5, 6) for f in range(frames)]
+    assert np.allclose(out[4:7], points[4:7], atol=1e-3)  # a face riding on its box is carried exactly
+    assert np.array_equal(out[~bridged], points[~bridged].astype(np.float32))
+    assert not bridge_gaps(points, valid, box_valid, boxes, max_gap=2)[1].any()
