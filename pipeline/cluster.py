@@ -115,6 +115,12 @@ def dask_client(params: ClusterParams) -> Iterator[Client]:
     Every worker gets :func:`pin_threads`, so results do not depend on the worker's core count. Each task checks
     that its worker computes as this process would (:func:`pipeline.runcache.worker_refusal`).
     """
+    if params.kind in ("slurm", "kubernetes"):  # issue #31 hook: Slurm jobs or pods (pipeline/cluster_backends.py)
+        from pipeline.cluster_backends import external_client
+
+        with external_client(params, pin_threads) as client:
+            yield client
+        return
     if params.scheduler:
         log.info("connecting to dask scheduler %s", params.scheduler)
         with Client(params.scheduler) as client:
