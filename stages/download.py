@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline.acquire.download import download_video
 from pipeline.acquire.files import remove_stale
 from pipeline.acquire.plan import plan_downloads
+from pipeline.acquire.retry import OUTCOMES, change_lines, plan_retries, record_outcomes
 from pipeline.cli import (
     check_outputs,
     project_relative,
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media", default="data/downloads", help="folder for the current list's videos")
     parser.add_argument("--out", default="manifests/downloads.parquet")
     parser.add_argument("--dry-run", action="store_true", help="validate the list and print the plan; no network")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="attempt again only the sources whose last failure was transient (network, rate limit, "
+                             "server error, timeout, truncated): download.retry = failed for this run")
+    parser.add_argument("--retry", nargs="+", default=[], metavar="ID",
+                        help="attempt these sources whatever their last failure (unavailable included)")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     params = stage_params("download", args.params)
@@ -58,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         return 0 if ok else 2
     sources = [SourceRow(**r) for r in read_table(args.sources, "sources").to_pylist()]
+    try:  # failed sources kept as they were, or attempted again (download.retry; pipeline/acquire/retry.py)
+        plan = plan_retries(sources, cache, params, "failed" if args.retry_failed else None, args.retry)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     media = Path(args.media)
-    check_outputs([args.out], [media, store])
+    check_outputs([args.out], [media, store, cache / OUTCOMES])
     for folder in (media, *store.glob("*/*")):  # the output, and each stored version's folder
         for leftover in remove_stale(folder):  # a killed run's partial files must never look finished
             log.info("removed leftover %s", leftover)
@@ -68,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_error(s: SourceRow, e: BaseException) -> dict[str, object]:
         return {**error_status(s.video_id, e), "url": s.url}
 
-    for _, row in imap_videos(download_video, sources, stage_params("cluster", args.params), on_error=on_error,
+    for _, row in imap_videos(download_video, plan.attempt, stage_params("cluster", args.params), on_error=on_error,
                               store=store.resolve(), params=params, root=Path.cwd(), cache=cache.resolve()):
         seconds, note = row.pop("seconds", 0.0), row.pop("note", None)
         timings[row["video_id"]] = (seconds, note == "reused")
@@ -78,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             link_media([Path(row["path"])], media)
             row["path"] = str(media / Path(row["path"]).name)
         rows.append(row)
+    record_outcomes(rows, sources, cache, params)
+    for line in change_lines(plan, rows) if plan.before or plan.kept else []:
+        log.info("%s", line)
+    rows += plan.kept
     rows.sort(key=lambda r: r["video_id"])
     write_rows(project_relative(rows), "downloads", args.out)
     write_timings("download", timings, notes)
