@@ -352,8 +352,8 @@ def render_card(facts: dict[str, Any]) -> str:
               + ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in facts["score_params"].items()) + ".", "",
               "Frames by where their points come from: "
               + ", ".join(f"{n} {s}" for s, n in facts["label_sources"].items()) + " (human: a person's points from "
-              "`corrections/`; propagated: the pseudo-label moved by the corrections around it; pseudo: the "
-              "consensus alone).", "",
+              "`corrections/`; propagated: the pseudo-label moved by the corrections around it; bridged: a short "
+              "invalid gap between valid frames, labels carried by the box; pseudo: the consensus alone).", "",
               "## Label quality", ""]
     if facts["corrections"]:
         lines += ["Against people's corrections (truth): NME, % of the person's inter-ocular distance, of the "
