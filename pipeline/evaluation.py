@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from ldeq.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from ldeq.evaluate import TAUS, subset_summary
+from ldeq.evaluate import score_video as score_standalone
 from ldeq.infer import RwR, exact_cpu_kernels, predict_video
 from ldeq.metrics import ced, fr_auc, nme
 from ldeq.video_eval import VideoScores, apply_filter, objective, score_video, summarize, tune_filter
@@ -258,6 +260,7 @@ def evaluate_checkpoint(annotations: str | Path, clips: str | Path, params: Eval
         "subsets": subsets}
     hard = [r for r in done if r["subset"] == "hard"] or done
     metrics["image_hard"] = _image_metrics(hard, best_gamma)
+    metrics["standalone"] = _standalone_tables(done, best_gamma)  # python -m ldeq.evaluate's table (issue #31)
     metrics["rwr_cost"] = {"calls_per_frame": {m: float(np.mean([r["calls"][m] for r in done]))
                                                for m in ("scratch", "rwr")}}
     _write_timings(done)
@@ -321,6 +324,19 @@ def _image_metrics(hard: list[dict[str, Any]], best_gamma: float) -> dict[str, d
                           "nme_ci": _percentile_interval(drawn[:, 0]), "fr10_ci": _percentile_interval(drawn[:, 1]),
                           "auc10_ci": _percentile_interval(drawn[:, 2])}
     return images
+
+
+def _standalone_tables(done: list[dict[str, Any]], best_gamma: float) -> dict[str, dict[str, Any]]:
+    """Per subset and image-metric method, the table ``python -m ldeq.evaluate`` prints for the same predictions and
+    frames (:func:`ldeq.evaluate.subset_summary`: NME inter-ocular and face size, FR/AUC, NMF, NAD(τ) curve)."""
+    tables: dict[str, dict[str, Any]] = {}
+    for subset in ("easy", "hard"):
+        videos = [r for r in done if r["subset"] == subset]
+        if videos:
+            tables[subset] = {method: subset_summary([score_standalone(r["video_id"], subset, pick(r), r["gt"])
+                                                      for r in videos], TAUS)
+                              for method, pick in _final_points(best_gamma).items()}
+    return tables
 
 
 def _write_timings(done: list[dict[str, Any]]) -> None:
