@@ -456,6 +456,7 @@ def build_report(inputs: ReportInputs, out: Path, params: ReportParams, score: S
     else:
         parts.append(missing("Renders", m / "scores.parquet", "run the score stage"))
     parts += _corrections_section(inputs, summary, missing)
+    parts += _self_checks_section(m / "landmarks.parquet", score, summary, missing)
     parts += _demo_sections(inputs, scores, ann, out, made, summary, missing)
     parts += _ldeq_sections(inputs, out, made, summary, missing)
     summary["plots"] = made
@@ -622,6 +623,39 @@ def _corrections_section(inputs: ReportInputs, summary: dict[str, Any], missing:
         _table(wide("nme")),
         "<p>Corrected frames per model and group (a model counts where it labelled the frame):</p>",
         _table(wide("frames"))]
+
+
+def self_check_table(landmarks: Path, score: ScoreParams) -> pd.DataFrame:
+    """Per model: frames labelled, mean and 90th percentile of its mirror and jitter self-disagreement (inter-ocular
+    units), and the share of its frames where a check passed ``score.max_self_disagreement`` (it did not vote)."""
+    columns = ["model", "family", "mirror_disagreement", "jitter_disagreement"]
+    table = pq.read_table(landmarks, columns=columns).to_pandas()
+    worst = table[["mirror_disagreement", "jitter_disagreement"]].max(axis=1)
+    table["no_vote"] = worst > score.max_self_disagreement
+    grouped = table.groupby(["model", "family"], sort=False)
+    return pd.DataFrame({
+        "frames": grouped.size(),
+        "mirror_mean": grouped.mirror_disagreement.mean(), "mirror_p90": grouped.mirror_disagreement.quantile(0.9),
+        "jitter_mean": grouped.jitter_disagreement.mean(), "jitter_p90": grouped.jitter_disagreement.quantile(0.9),
+        "no_vote_share": grouped.no_vote.mean(),
+    }).reset_index()
+
+
+def _self_checks_section(landmarks: Path, score: ScoreParams, summary: dict[str, Any], missing: Any) -> list[str]:
+    """Each model's truth-free self-checks over the run (what the vote and the uncertainty use)."""
+    parts = ["<h2>Self-checks: how much each model disagrees with itself (no ground truth needed)</h2>"]
+    if not landmarks.is_file():
+        return parts + [missing("Self-checks", landmarks, "run the label stage")]
+    if "mirror_disagreement" not in pq.read_schema(landmarks).names:
+        return parts + [missing("Self-checks", landmarks, "rerun the label stage (written before the checks)")]
+    table = self_check_table(landmarks, score)
+    summary["self_checks"] = _records(table)
+    return parts + [
+        "<p>Per model, on every frame it labelled: <em>mirror</em>, the distance between its points and its points "
+        "on the mirrored crop mapped back (left/right swapped); <em>jitter</em>, between its points and its points "
+        "from known small shifts, scalings and turns of its input. Inter-ocular units. Where either passes "
+        f"<code>score.max_self_disagreement</code> ({score.max_self_disagreement}) the model does not vote on that "
+        "frame (<code>no_vote_share</code>).</p>", _table(table)]
 
 
 def _demo_sections(inputs: ReportInputs, scores: pd.DataFrame | None, ann: pd.DataFrame | None, out: Path,

@@ -86,8 +86,11 @@ def make_run(root: Path, astronaut: np.ndarray, complete: bool = True, corrected
                                "x2": 115.0, "y2": 115.0, "reference_landmarks": truth})
             for model, family in (("dlib_68", "dlib_ert"), ("faceapi_68", "faceapi_cnn")):
                 pts = truth + np.float32(OFFSETS[model])
+                # dlib fails its mirror check on every 4th frame of each video
+                mirror = 0.4 if model == "dlib_68" and k % 4 == 0 else 0.02
                 landmarks.append({"video_id": vid, "frame": k, "model": model, "family": family, "scheme": "wflw98",
-                                  "points": pts, "wflw98": pts, "mask": np.ones(98, bool)})
+                                  "points": pts, "wflw98": pts, "mask": np.ones(98, bool),
+                                  "mirror_disagreement": mirror, "jitter_disagreement": 0.01})
         d = np.full(N_FRAMES, 0.05 * (v + 1), np.float32)
         score_rows.append({"video_id": vid, "status": "ok", "uncertainty": float(2 * d[0]), "n_frames": N_FRAMES,
                            "disagreement": float(d[0]), "instability": float(d[0]), "confidence": 0.9,
@@ -330,6 +333,18 @@ def test_labels_against_peoples_corrections_per_level_and_model(stage_report):
     consensus = rows[rows.model == "consensus"].sort_values("level")
     assert ("consensus NME % vs people's corrections (before correction): " + ", ".join(
         f"L{r.level} {r.nme:.2f} ({r.frames} fr)" for r in consensus.itertuples())) in lines
+
+
+def test_self_checks_per_model_say_where_a_model_did_not_vote(stage_report):
+    inputs, out = stage_report
+    page = (out / "index.html").read_text()
+    assert "<h2>Self-checks: how much each model disagrees with itself (no ground truth needed)</h2>" in page
+    rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())["self_checks"]}
+    n_dlib = rows["dlib_68"]["frames"]
+    assert rows["dlib_68"]["no_vote_share"] == pytest.approx(len(range(0, N_FRAMES, 4)) * n_dlib / N_FRAMES / n_dlib)
+    assert rows["faceapi_68"]["no_vote_share"] == 0.0
+    assert rows["faceapi_68"]["mirror_mean"] == pytest.approx(0.02) and rows["dlib_68"]["jitter_mean"] == \
+        pytest.approx(0.01)
 
 
 def test_a_run_without_corrections_says_so_in_one_line(tmp_path, astronaut):
