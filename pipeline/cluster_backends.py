@@ -109,8 +109,7 @@ def slurm_cluster(params: ClusterParams) -> Any:
         memory=slurm.memory, walltime=slurm.walltime, job_extra_directives=list(slurm.job_extra),
         job_script_prologue=prologue, python=python, interface=slurm.interface,
         log_directory=slurm.log_directory, job_name="wflwv-worker",
-        worker_extra_args=["--lifetime", lifetime, "--lifetime-stagger", stagger],
-        scheduler_options={"dashboard_address": None})
+        worker_extra_args=["--lifetime", lifetime, "--lifetime-stagger", stagger])
 
 
 def kubernetes_spec(params: ClusterParams) -> dict[str, Any]:
