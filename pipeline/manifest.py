@@ -89,11 +89,12 @@ _MODEL_RUNTIMES = ("numpy", "scipy", "opencv-python", "opencv-python-headless", 
 
 
 def float_provenance() -> dict[str, str]:
-    """What produced a float-model manifest: runtime package versions and the CPU's SIMD features.
+    """What produced a float-model manifest: runtime package versions (the kernel level they were pinned to is the
+    writer's ``kernel_level`` entry).
 
-    Model runtimes (onnxruntime, LiteRT/XNNPACK, torch) pick kernels by CPU feature at run time, so their outputs can
-    differ in the last bits between machines; the metadata says which machine a manifest came from, and
-    ``python -m pipeline.compare`` tells whether two runs agree within the stated tolerance.
+    Nothing here names the machine: the same pinned computation on another CPU kind writes the same bytes, so a
+    dataset built elsewhere can be compared with the committed ``dvc.lock`` hash for hash; ``python -m
+    pipeline.compare`` tells whether two runs agree within the stated tolerance where they do not.
     """
     import platform
     from importlib.metadata import PackageNotFoundError, version
@@ -104,13 +105,7 @@ def float_provenance() -> dict[str, str]:
             versions[package] = version(package)
         except PackageNotFoundError:
             continue
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-
-        features = sorted(k for k, on in __cpu_features__.items() if on)
-    except ImportError:  # another numpy layout: say so rather than guess
-        features = ["unknown"]
-    return {"produced_by": json.dumps(versions, sort_keys=True), "cpu_features": ",".join(features)}
+    return {"produced_by": json.dumps(versions, sort_keys=True)}
 
 
 def rows_table(rows: Iterable[Mapping[str, Any]], name: str, metadata: Mapping[str, str] | None = None) -> pa.Table:

@@ -139,6 +139,7 @@ class ClusterParams(_Block):
 
 class CacheParams(_Block):
     dir: str  # the per-video run cache (pipeline.runcache); relative = inside the project; $WFLWV_CACHE wins
+    max_size: str | None  # `python -m pipeline.runcache prune` trims to this (e.g. 50GB), least recently used first
 
 
 class DemoParams(_Block):

@@ -1211,7 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = cache_root(cache_params.dir)
     if args.cmd == "prune":
-        configured = getattr(cache_params, "max_size", None)  # the params block may name a size cap
+        configured = cache_params.max_size
         try:
             max_bytes = parse_size(args.max_size or str(configured)) if (args.max_size or configured) else None
         except ValueError as err:
