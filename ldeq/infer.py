@@ -32,7 +32,7 @@ def exact_cpu_kernels(threads: int = 1) -> Iterator[None]:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     # the flag itself, not torch.backends.mkldnn.flags(): that one also sets TF32 and warns about it on stderr
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module flag, typed as its descriptor
     try:
         with torch.backends.nnpack.flags(enabled=False):
             yield

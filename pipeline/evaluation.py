@@ -153,7 +153,7 @@ def _subset_summary(videos: list[dict[str, Any]], filters: dict[str, dict[str, f
     for method, values in summary.items():  # the ratios the RwR claim is stated in
         values["nmf_vs_none"] = values["nmf"] / summary["none"]["nmf"]
         values["nme_vs_none"] = values["nme"] / summary["none"]["nme"]
-        values.update(intervals[method])
+        values.update(intervals[method])  # type: ignore[arg-type]  # intervals are [low, high] lists
     return summary, scores
 
 
@@ -165,7 +165,7 @@ def _percentile_interval(samples: np.ndarray) -> list[float]:
 def _video_resamples(n_videos: int) -> np.ndarray:
     """``BOOTSTRAP["resamples"]`` draws of ``n_videos`` video indices with replacement, from a fixed seed: the same
     draws for every figure and method (paired ratios) and on every machine."""
-    rng = np.random.default_rng(BOOTSTRAP["seed"])
+    rng = np.random.default_rng(int(BOOTSTRAP["seed"]))
     return rng.integers(0, n_videos, (int(BOOTSTRAP["resamples"]), n_videos))
 
 

@@ -276,9 +276,8 @@ class FaceApi68(LandmarkModel):
     crop_scale = 1.3
 
     def __init__(self) -> None:
-        from pipeline.landmarks.faceapi import FaceLandmark68Net, load_tfjs_weights
-
         from pipeline.kernels import model_determinism
+        from pipeline.landmarks.faceapi import FaceLandmark68Net, load_tfjs_weights
 
         shard = model_path(self.weights_key)
         self._net = FaceLandmark68Net(load_tfjs_weights(model_path(f"{self.weights_key}_manifest"), shard))

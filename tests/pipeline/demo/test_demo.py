@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[3]
 #: Per-file md5 of the small demo below, built natively; a machine that builds other bytes is named by its first file.
 SMALL_DEMO_MD5 = Path(__file__).with_name("demo_md5.txt")
 #: The small demo: the first ten clips (every difficulty level, and the carphone video at clip 9), one rolled, one exit.
-SMALL_DEMO = {"n_clips": 10, "n_rolled": 1, "n_exits": 1, "real_motion_clips": 0, "clip_frames": 4, "lead_frames": 1, "tail_frames": 1}
+SMALL_DEMO = {"n_clips": 10, "n_rolled": 1, "n_exits": 1, "real_motion_clips": 0,  # no real-motion file copy
+              "clip_frames": 4, "lead_frames": 1, "tail_frames": 1}
 
 #: Imitated CPUs, in every library the demo build calls, each with that library's own feature names (unknown names
 #: are ignored, at most with a warning: ``test_the_imitated_cpus_take_effect`` checks that each one still bites).
