@@ -28,7 +28,13 @@ import numpy as np
 
 from ldeq.wflw import interocular
 from pipeline.landmarks.calibration import fit_weights, leave_one_out
-from pipeline.landmarks.consensus import WEIGHTS_FILE, ConsensusModel, family_points, load_consensus_model
+from pipeline.landmarks.consensus import (
+    WEIGHTS_FILE,
+    ConsensusModel,
+    family_points,
+    load_consensus_model,
+    robust_consensus,
+)
 from pipeline.manifest import iter_joined, write_json
 from pipeline.params import PROJECT_PARAMS, stage_params
 from pipeline.uncertainty import model_points
@@ -59,6 +65,69 @@ def load(max_self: float) -> tuple[dict[str, np.ndarray], list[str]]:
     return out, families
 
 
+def load_ungated() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Per video, family points (F, K, 98, 2) without the gate and each model-frame's self-disagreement folded to
+    its family (F, K: the largest of the family's models)."""
+    out, families = {}, None
+    for vid, (landmarks, faces) in iter_joined(("manifests/landmarks.parquet", "landmarks"),
+                                               ("manifests/faces.parquet", "faces")):
+        if landmarks is None or faces is None or not len(landmarks):
+            continue
+        frames = np.asarray(faces.column("frame").to_numpy(), np.int64)
+        valid = np.asarray(faces.column("valid").to_numpy(zero_copy_only=False), bool)
+        mp = model_points(landmarks, frames[valid])
+        fam_pts, names = family_points(mp.points, mp.families)
+        if families is None:
+            families = names
+        pts = np.full((len(fam_pts), len(families), 98, 2), np.nan)
+        self_dis = np.full((len(fam_pts), len(families)), np.nan)
+        model_self = mp.self_disagreement()
+        for k, f in enumerate(families):
+            if f in names:
+                pts[:, k] = fam_pts[:, names.index(f)]
+                cols = [i for i, g in enumerate(mp.families) if g == f]
+                with np.errstate(invalid="ignore"):
+                    self_dis[:, k] = np.nanmax(np.where(np.isfinite(model_self[:, cols]), model_self[:, cols],
+                                                        -np.inf), axis=1)
+        out[vid] = (pts, np.where(np.isfinite(self_dis), self_dis, np.nan))
+    assert families is not None, "no labelled video in manifests/landmarks.parquet"
+    return out, families
+
+
+def gated_lofo_distance(points: np.ndarray, self_dis: np.ndarray, families: list[str], threshold: float) -> float:
+    """Each family, *ungated*, against the consensus of the others with their frames above ``threshold`` left out:
+    a gate helps only if it brings the others' consensus closer to an independent family (judging the gated
+    frames too, so leaving hard frames out earns nothing by itself)."""
+    model = ConsensusModel()
+    gated = np.where((np.nan_to_num(self_dis, nan=0.0) > threshold)[..., None, None], np.nan, points)
+    out = []
+    for k in range(len(families)):
+        others = [i for i in range(len(families)) if i != k]
+        ref = robust_consensus(gated[:, others], [families[i] for i in others], model).points.astype(np.float64)
+        d = np.linalg.norm(points[:, k] - ref, axis=-1)
+        with np.errstate(invalid="ignore"):
+            out.append(np.nanmean(d, axis=-1) / interocular(ref))
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmean(np.stack(out)))
+
+
+def threshold_study(thresholds: list[float]) -> dict[str, Any]:
+    """Mean gated leave-one-family-out distance per ``score.max_self_disagreement`` candidate, and the threshold
+    chosen on the other videos for each left-out one."""
+    videos, families = load_ungated()
+    table = {vid: {str(t): gated_lofo_distance(p, s, families, t) for t in thresholds}
+             for vid, (p, s) in sorted(videos.items())}
+    mean = {str(t): round(float(np.nanmean([table[v][str(t)] for v in table])), 5) for t in thresholds}
+    held = []
+    for vid in table:
+        rest = [v for v in table if v != vid]
+        pick = min(thresholds, key=lambda t: float(np.nanmean([table[v][str(t)] for v in rest])))
+        held.append((pick, table[vid][str(pick)]))
+    return {"mean": mean, "chosen_in_sample": min(mean, key=lambda k: mean[k]),
+            "leave_one_video_out": round(float(np.mean([h[1] for h in held])), 5),
+            "leave_one_video_out_choices": sorted({str(h[0]) for h in held}), "videos": table}
+
+
 def lofo_distance(points: np.ndarray, families: list[str], model: ConsensusModel) -> float:
     """Mean over families and frames of each family's distance to the weighted consensus of the others."""
     ref = leave_one_out(points, families, model)  # (F, K, 98, 2)
@@ -79,7 +148,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--write", action="store_true", help="write the weights into pipeline/landmarks/weights.json")
+    parser.add_argument("--thresholds", help="comma-separated score.max_self_disagreement candidates to compare "
+                                             "(gated leave-one-family-out, leave-one-video-out); then exit")
     args = parser.parse_args()
+    if args.thresholds:
+        study = threshold_study([float(t) for t in args.thresholds.split(",")])
+        write_json(args.out, study)
+        print(json.dumps({k: v for k, v in study.items() if k != "videos"}, indent=1))
+        return 0
     score = stage_params("score", PROJECT_PARAMS)
     videos, families = load(score.max_self_disagreement)
     before = load_consensus_model(use_offsets=False)

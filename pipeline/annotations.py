@@ -146,9 +146,13 @@ def video_annotations(video_id: str, subset: str, landmarks: pa.Table, faces: pa
     points, valid = labels.points, labels.valid
     sources = ["bridged" if b else "pseudo" for b in labels.bridged]
     if corrections is not None and corrections.points:
-        points, valid, sources = apply_corrections(video_id, labels.frames, labels.points, labels.valid,
-                                                   labels.box_valid, corrections)
-        sources = ["bridged" if b and src == "pseudo" else src for b, src in zip(labels.bridged, sources)]
+        # only frames whose own consensus stands anchor (and stay valid under) the carried corrections; a bridged
+        # frame no correction reaches keeps its bridged label and validity
+        points, valid, sources = apply_corrections(video_id, labels.frames, labels.points,
+                                                   labels.valid & ~labels.bridged, labels.box_valid, corrections)
+        untouched = labels.bridged & np.array([src == "pseudo" for src in sources], bool)
+        valid = valid | untouched
+        sources = ["bridged" if b else src for b, src in zip(untouched, sources)]
     boxes = np.stack([faces.column(k).to_numpy(zero_copy_only=False) for k in ("x1", "y1", "x2", "y2")],
                      axis=1).astype(np.float32)
     box_sources = faces.column("source").to_pylist()

@@ -203,8 +203,10 @@ def export_review(video_ids: list[str] | None, manifests: Path, out: Path, param
         valid, done = np.zeros(n, bool), np.zeros(n, bool)
         frames = np.asarray(ann.column("frame").to_numpy(), np.int64)
         points[frames] = points_array(ann.column("landmarks"))
-        valid[frames] = valid_flags(ann)
-        done[frames] = [s == "human" for s in ann.column("label_source").to_pylist()]
+        sources = ann.column("label_source").to_pylist()
+        # a bridged frame's label was carried over from its neighbours, its own consensus did not stand: review it
+        valid[frames] = valid_flags(ann) & np.array([s != "bridged" for s in sources], bool)
+        done[frames] = [s == "human" for s in sources]
         box_ok = np.zeros(n, bool)
         box_ok[np.asarray(inputs["faces"].column("frame").to_numpy(), np.int64)] = np.asarray(
             inputs["faces"].column("valid").to_numpy(zero_copy_only=False), bool)

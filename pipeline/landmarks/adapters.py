@@ -283,7 +283,7 @@ class FaceApi68(LandmarkModel):
         self._net = FaceLandmark68Net(load_tfjs_weights(model_path(f"{self.weights_key}_manifest"), shard))
         self._size = self._net.input_size
         # exact: ATen's own convolutions at one thread (oneDNN blocks its loops by the CPU's caches: its sums run in
-        # another order on another CPU); ≈ 1.9× per face, points move by ≈ 1e-5 px (benchmarks/README, determinism)
+        # another order on another CPU); ≈ 1.9× per face, points move by ≈ 1e-5 px (benchmarks/README, determinism).
         self._exact = model_determinism() == "exact"
 
     def _predict(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float | None]:
@@ -296,7 +296,7 @@ class FaceApi68(LandmarkModel):
         crop = cv2.resize(crop, (self._size, self._size), interpolation=cv2.INTER_AREA)
         corner = np.array([cx - side / 2, cy - side / 2])  # the square's outer edge, where a fraction of 0 lands
         if self._exact:
-            from ldeq.infer import exact_cpu_kernels
+            from ldeq.kernels import exact_cpu_kernels
 
             with exact_cpu_kernels(threads=1):
                 fractions = self._net(crop)

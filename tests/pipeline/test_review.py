@@ -146,7 +146,7 @@ def test_import_real_labelstudio_export_then_annotate(work, capsys):
         assert after.loc[frame, "label_source"] == "human" and after.loc[frame, "valid"]
         assert np.allclose(np.stack(after.loc[frame, "landmarks"]), np.stack(corr.loc[frame, "landmarks"]))
     # corrected frames whose consensus was valid anchor the interpolation (the invalid frame 12 does not)
-    anchors = sorted(f for f in submitted if before.loc[f, "valid"])
+    anchors = sorted(f for f in submitted if before.loc[f, "valid"] and before.loc[f, "label_source"] != "bridged")
     between = [f for a, b in zip(anchors, anchors[1:]) for f in range(a + 1, b) if f not in submitted]
     assert anchors == [0, 8, 15] and sorted(after.index[after.label_source == "propagated"]) == between
     smooth = [f for f in between if f not in rp.INVALID]
@@ -160,10 +160,11 @@ def test_import_real_labelstudio_export_then_annotate(work, capsys):
     # inspect and the report count them
     n_human, n_prop = len(submitted), len(between)
     why = explain_video(rp.VIDEO_ID, work / "manifests", stage_params("score", work / "params.yaml"))
-    assert why[-1] == (f"  labels: {n_human} human, {n_prop} propagated, {rp.N_FRAMES - n_human - n_prop} pseudo "
-                       f"frames; corrected: {', '.join(str(f) for f in sorted(submitted))}")
+    assert why[-1] == (f"  labels: {n_human} human, {n_prop} propagated, {rp.N_FRAMES - n_human - n_prop} pseudo, "
+                       f"0 bridged frames; corrected: {', '.join(str(f) for f in sorted(submitted))}")
     summary = run_summary(ReportInputs(work / "manifests", work / "metrics", work / "plots", None))
-    assert summary["labels"] == {"human": n_human, "propagated": n_prop, "pseudo": 2 * rp.N_FRAMES - n_human - n_prop}
+    assert summary["labels"] == {"human": n_human, "propagated": n_prop, "pseudo": 2 * rp.N_FRAMES - n_human - n_prop,
+                                 "bridged": 0}
     assert any(line.startswith(f"labels: {n_human} human, {n_prop} propagated, ") for line in summary_lines(summary))
 
 

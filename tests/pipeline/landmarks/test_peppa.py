@@ -47,7 +47,7 @@ def dlib_points(astronaut):
 
 def _forget_loaded(monkeypatch) -> None:
     """Adapters built by earlier tests in this process would hide what the store finds now."""
-    for key in [k for k in cluster._LOCAL_CACHE if k.startswith("landmarks:peppa_slim_160")]:
+    for key in [k for k in cluster._LOCAL_CACHE if k[0].startswith("landmarks:peppa_slim_160")]:
         monkeypatch.delitem(cluster._LOCAL_CACHE, key)
 
 
