@@ -40,31 +40,6 @@ from pipeline.params import PROJECT_PARAMS, stage_params
 from pipeline.uncertainty import model_points
 
 
-def load(max_self: float) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Per video, family points (F, K, 98, 2) on frames with a valid box; the K families in a fixed order."""
-    out, families = {}, None
-    for vid, (landmarks, faces) in iter_joined(("manifests/landmarks.parquet", "landmarks"),
-                                               ("manifests/faces.parquet", "faces")):
-        if landmarks is None or faces is None or not len(landmarks):
-            continue
-        frames = np.asarray(faces.column("frame").to_numpy(), np.int64)
-        valid = np.asarray(faces.column("valid").to_numpy(zero_copy_only=False), bool)
-        mp = model_points(landmarks, frames[valid])
-        gated = np.where((np.nan_to_num(mp.self_disagreement(), nan=0.0) > max_self)[..., None, None], np.nan,
-                         mp.points)
-        fam_pts, names = family_points(gated, mp.families)
-        if families is None:
-            families = names
-        order = [names.index(f) if f in names else None for f in families]
-        pts = np.full((len(fam_pts), len(families), 98, 2), np.nan)
-        for k, i in enumerate(order):
-            if i is not None:
-                pts[:, k] = fam_pts[:, i]
-        out[vid] = pts
-    assert families is not None, "no labelled video in manifests/landmarks.parquet"
-    return out, families
-
-
 def load_ungated() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """Per video, family points (F, K, 98, 2) without the gate and each model-frame's self-disagreement folded to
     its family (F, K: the largest of the family's models)."""
@@ -94,12 +69,24 @@ def load_ungated() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]
     return out, families
 
 
+def gate(points: np.ndarray, self_dis: np.ndarray, threshold: float) -> np.ndarray:
+    """The family points with the frames where the family failed its self-checks (above ``threshold``) left out."""
+    return np.where((np.nan_to_num(self_dis, nan=0.0) > threshold)[..., None, None], np.nan, points)
+
+
+def load(max_self: float) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Per video, family points (F, K, 98, 2) on frames with a valid box, self-check failures left out (as the
+    score stage leaves them out); the K families in a fixed order."""
+    videos, families = load_ungated()
+    return {vid: gate(points, self_dis, max_self) for vid, (points, self_dis) in videos.items()}, families
+
+
 def gated_lofo_distance(points: np.ndarray, self_dis: np.ndarray, families: list[str], threshold: float) -> float:
     """Each family, *ungated*, against the consensus of the others with their frames above ``threshold`` left out:
     a gate helps only if it brings the others' consensus closer to an independent family (judging the gated
     frames too, so leaving hard frames out earns nothing by itself)."""
     model = ConsensusModel()
-    gated = np.where((np.nan_to_num(self_dis, nan=0.0) > threshold)[..., None, None], np.nan, points)
+    gated = gate(points, self_dis, threshold)
     out = []
     for k in range(len(families)):
         others = [i for i in range(len(families)) if i != k]
