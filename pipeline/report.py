@@ -337,8 +337,8 @@ def summary_lines(summary: dict[str, Any], report: Path | None = None) -> list[s
         lines.append("label distance to the demo's model reference: no demo or no annotations")
     if summary.get("labels"):
         n = summary["labels"]
-        lines.append(f"labels: {n['human']} human, {n['propagated']} propagated, {n['pseudo']} pseudo frames "
-                     "(review: python -m pipeline.review export|import)")
+        lines.append(f"labels: {n['human']} human, {n['propagated']} propagated, {n['pseudo']} pseudo, "
+                     f"{n.get('bridged', 0)} bridged frames (review: python -m pipeline.review export|import)")
     if summary["ldeq"]:
         by = {(r["subset"], r["method"]): r for r in summary["ldeq"]}
         for subset in ("hard", "easy"):
